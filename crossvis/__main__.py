@@ -1,0 +1,4 @@
+"""``python -m crossvis`` is the ``crossvis`` command."""
+from crossvis.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""``crossvis recipe show RECIPE [--set k=v ...]``: print the resolved recipe."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--set k=v [k=v ...]`` option (repeatable; values parsed as YAML scalars)."""
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                        metavar="KEY=VALUE", help="override recipe values, e.g. --set solver.max_iter=100")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("recipe", help="inspect recipes")
+    sub = p.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="print the resolved recipe (after _base_ and --set)")
+    show.add_argument("recipe", help="recipe YAML file or crossvis:NAME")
+    add_set_argument(show)
+    show.add_argument("--provenance", action="store_true", help="print file:line of every value")
+    show.set_defaults(func=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from crossvis.recipes import RecipeNode, dump_recipe, load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not args.provenance:
+        print(dump_recipe(recipe), end="")
+        return 0
+
+    def walk(node: RecipeNode, indent: int) -> None:
+        for key, value in node.items():
+            loc = node.locations.get(key, "")
+            pad = "  " * indent
+            if isinstance(value, dict):
+                print(f"{pad}{key}:{'  # ' + loc if loc else ''}")
+                walk(value, indent + 1)
+            else:
+                print(f"{pad}{key}: {value!r}{'  # ' + loc if loc else ''}")
+
+    walk(recipe, 0)
+    return 0

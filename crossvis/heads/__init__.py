@@ -1,0 +1,8 @@
+"""Prediction heads: the FCOS head, CondInst's mask branch and dynamic mask head."""
+from crossvis.heads.dynamic_mask_head import DynamicMaskHead, grid_locations
+from crossvis.heads.fcos_head import FCOSHead, Scale, conv_tower
+from crossvis.heads.mask_branch import MaskBranch
+from crossvis.heads.upsample import aligned_bilinear
+
+__all__ = ["FCOSHead", "Scale", "conv_tower", "MaskBranch", "DynamicMaskHead", "grid_locations",
+           "aligned_bilinear"]

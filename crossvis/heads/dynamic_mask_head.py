@@ -1,0 +1,113 @@
+"""CondInst's dynamic mask head: per-instance 1×1 convolutions whose weights come from the controller."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossvis.heads.upsample import aligned_bilinear
+
+__all__ = ["DynamicMaskHead", "grid_locations"]
+
+
+def grid_locations(height: int, width: int, stride: int, device: torch.device | str | None = None) -> Tensor:
+    """Input-image coordinates of the sample points of a stride-``stride`` map.
+
+    Returns float32 [height·width, 2] of (x, y) = (j·stride + stride//2, i·stride + stride//2),
+    row-major over (i, j).
+    """
+    xs = torch.arange(width, dtype=torch.float32, device=device) * stride + stride // 2
+    ys = torch.arange(height, dtype=torch.float32, device=device) * stride + stride // 2
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=1)
+
+
+class DynamicMaskHead(nn.Module):
+    """Instance masks from shared mask features and per-instance dynamic filters.
+
+    Each instance's filter vector (length :attr:`num_params`, 169 for the defaults) is laid out as
+    ``[W0 | W1 | ... | W_{L-1} | b0 | b1 | ... | b_{L-1}]``, every ``W`` row-major
+    (out_channels, in_channels). Layer 0 sees ``[rel_x, rel_y, mask_feat_0 .. mask_feat_{C-1}]``;
+    ReLU follows every layer but the last, which has one output channel (the mask logit).
+    All instances run in a single grouped convolution.
+
+    Relative coordinates are ``(instance_location − pixel_location) / soi[level]``, with ``level``
+    the FPN level the instance's filter came from.
+
+    Args:
+        sizes_of_interest: one normaliser per FPN level, e.g. [64, 128, 256, 512, 1024].
+        in_channels: mask feature channels C (official 8).
+        channels: width of the hidden dynamic layers (official 8).
+        num_layers: number of dynamic layers (official 3).
+        rel_coords: whether to prepend the two relative-coordinate channels.
+        out_stride: stride of the returned logits (official 4).
+    """
+
+    def __init__(self, sizes_of_interest: Sequence[float], in_channels: int = 8, channels: int = 8,
+                 num_layers: int = 3, rel_coords: bool = True, out_stride: int = 4) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError("the dynamic mask head needs at least one layer")
+        self.in_channels, self.channels, self.num_layers = in_channels, channels, num_layers
+        self.rel_coords, self.out_stride = rel_coords, out_stride
+        # Derived from the recipe, so not part of the state dict (a converter recomputes it).
+        self.register_buffer("sizes_of_interest", torch.tensor([float(s) for s in sizes_of_interest]),
+                             persistent=False)
+        first_in = in_channels + (2 if rel_coords else 0)
+        dims = [first_in] + [channels] * (num_layers - 1) + [1]
+        self.weight_nums = [dims[i] * dims[i + 1] for i in range(num_layers)]
+        self.bias_nums = [dims[i + 1] for i in range(num_layers)]
+        self.layer_dims = dims
+
+    @property
+    def num_params(self) -> int:
+        """Length of one instance's filter vector (169 for the official settings)."""
+        return sum(self.weight_nums) + sum(self.bias_nums)
+
+    def parse_params(self, params: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Split [N, num_params] filters into grouped-conv weights [N·out, in, 1, 1] and biases [N·out]."""
+        n = params.shape[0]
+        splits = torch.split(params, self.weight_nums + self.bias_nums, dim=1)
+        weights, biases = [], []
+        for layer in range(self.num_layers):
+            out_ch, in_ch = self.layer_dims[layer + 1], self.layer_dims[layer]
+            weights.append(splits[layer].reshape(n * out_ch, in_ch, 1, 1))
+            biases.append(splits[self.num_layers + layer].reshape(n * out_ch))
+        return weights, biases
+
+    def forward(self, mask_feats: Tensor, mask_feat_stride: int, params: Tensor, locations: Tensor,
+                levels: Tensor, im_inds: Tensor) -> Tensor:
+        """Mask logits for N instances.
+
+        Args:
+            mask_feats: float [B, C, h, w] mask-branch output at stride ``mask_feat_stride``.
+            mask_feat_stride: stride of ``mask_feats`` in input pixels (8).
+            params: float [N, num_params] dynamic filters.
+            locations: float [N, 2] (x, y) input-pixel location each instance is relative to.
+            levels: int64 [N] FPN level index of each location (selects the soi normaliser).
+            im_inds: int64 [N] which batch item's mask features each instance uses.
+
+        Returns:
+            float [N, h·f, w·f] mask logits at stride ``out_stride`` (f = mask_feat_stride / out_stride).
+        """
+        _, c, h, w = mask_feats.shape
+        n = params.shape[0]
+        factor = mask_feat_stride // self.out_stride
+        if n == 0:
+            return mask_feats.new_zeros((0, h * factor, w * factor))
+        feats = mask_feats[im_inds].reshape(n, c, h * w)
+        if self.rel_coords:
+            grid = grid_locations(h, w, mask_feat_stride, device=mask_feats.device)
+            rel = locations.reshape(n, 1, 2) - grid.reshape(1, h * w, 2)
+            rel = rel.permute(0, 2, 1) / self.sizes_of_interest[levels].reshape(n, 1, 1)
+            feats = torch.cat([rel.to(feats.dtype), feats], dim=1)
+        x = feats.reshape(1, -1, h, w)
+        weights, biases = self.parse_params(params)
+        for layer, (weight, bias) in enumerate(zip(weights, biases)):
+            x = F.conv2d(x, weight, bias, groups=n)
+            if layer < self.num_layers - 1:
+                x = torch.relu(x)
+        logits = x.reshape(n, 1, h, w)
+        return aligned_bilinear(logits, factor)[:, 0]
