@@ -67,10 +67,16 @@ def init_distributed(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def cleanup_distributed() -> None:
-    """Wait for every rank, then destroy the process group (no-op in a single process)."""
+def cleanup_distributed(wait: bool = True) -> None:
+    """Destroy the process group (no-op in a single process).
+
+    Args:
+        wait: first wait for every rank at a barrier (skip it when this rank failed, since the
+            others may never arrive).
+    """
     if is_distributed():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

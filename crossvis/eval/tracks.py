@@ -13,8 +13,8 @@ A :class:`Track` holds one ground-truth or predicted instance through a video: o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -35,7 +35,6 @@ class Track:
         present: bool [L], truthiness of each frame entry.
         areas: int64 [L], pixel count of each frame mask (0 where absent).
         avg_area: the mean of the truthy per-frame areas (JSON ``areas`` for ground truth), 0 if none.
-        sizes: the distinct (h, w) of the present masks.
         score: prediction confidence (predictions only).
         ignore: truthiness of ``iscrowd`` (ground truth only).
         crowd: ``int(iscrowd) != 0``; a crowd track may absorb many predictions.
@@ -48,7 +47,6 @@ class Track:
     present: np.ndarray
     areas: np.ndarray
     avg_area: float
-    sizes: frozenset = field(default_factory=frozenset)
     score: float = 0.0
     ignore: bool = False
     crowd: bool = False
@@ -56,6 +54,10 @@ class Track:
 
     def __len__(self) -> int:
         return len(self.segs)
+
+    def mask_sizes(self) -> set[tuple[int, int]]:
+        """The distinct (h, w) of the present frame masks."""
+        return {(s["size"][0], s["size"][1]) for s in self.segs if s is not None}
 
 
 def rle_areas(rles: Sequence[dict]) -> np.ndarray:
@@ -100,7 +102,7 @@ def track_iou_matrix(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.nda
     mismatch = False
     sizes = set()
     for t in (*dts, *gts):
-        sizes |= t.sizes
+        sizes |= t.mask_sizes()
     uniform = len(sizes) <= 1
 
     pres_d = np.zeros((D, frames), dtype=bool)
@@ -124,8 +126,8 @@ def track_iou_matrix(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.nda
             _add_intersections(inter, di, gj, [dts[i].segs[f] for i in di], [gts[j].segs[f] for j in gj], ad, ag)
             continue
         # Mixed sizes: intersect each size group separately, count mismatched pairs as lost.
-        size_d = [tuple(dts[i].segs[f]["size"]) for i in di]
-        size_g = [tuple(gts[j].segs[f]["size"]) for j in gj]
+        size_d = [(dts[i].segs[f]["size"][0], dts[i].segs[f]["size"][1]) for i in di]
+        size_g = [(gts[j].segs[f]["size"][0], gts[j].segs[f]["size"][1]) for j in gj]
         same = np.array([[sd == sg for sg in size_g] for sd in size_d], dtype=bool)
         mismatch = mismatch or not same.all()
         lost[np.ix_(di, gj)] += np.where(same, 0, ad[:, None] + ag[None, :])

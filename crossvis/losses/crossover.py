@@ -69,9 +69,10 @@ def match_identities(ids_a: Tensor, ids_b: Tensor) -> Tensor:
             raise CrossVISError(
                 f"crossover: {what} contains a repeated identity id; every instance of a frame needs "
                 f"its own track id (check the annotations' 'instances.ids')")
-    same = ids_a[:, None] == ids_b[None, :]                                   # [A, B]
-    first = same.to(torch.int64).argmax(dim=1) if ids_b.numel() else torch.zeros_like(ids_a, dtype=torch.int64)
-    return torch.where(same.any(dim=1), first, torch.full_like(first, -1))
+    same = ids_a[:, None] == ids_b.to(ids_a.device)[None, :]                 # [A, B], <= 1 per row
+    absent = ~same.any(dim=1, keepdim=True)
+    # Column 0 stands for "absent": argmax picks it only when no id matches, giving -1 after the shift.
+    return torch.cat([absent, same], dim=1).to(torch.int64).argmax(dim=1) - 1
 
 
 def sample_partner_locations(src_gt_partner: Tensor, dst_pos_gt: Tensor,

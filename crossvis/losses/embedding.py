@@ -292,7 +292,7 @@ class PairwiseEmbeddingLoss(nn.Module):
         targets = torch.cat([is_new, match], dim=1).to(torch.int64).argmax(dim=1)  # [P] in 0..K
         log_p = torch.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
         if self.gamma > 0:
-            log_p = log_p * (1.0 - log_p.exp()).pow(self.gamma)
+            log_p = (1.0 - log_p.exp()).pow(self.gamma) * log_p                 # softmax focal
         loss = -log_p.mean()
         # reference_embeddings only reach the loss through the pairs' prototypes; keep it connected
         # when no anchor shares a pair with any reference sample.

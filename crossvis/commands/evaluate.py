@@ -1,0 +1,53 @@
+"""``crossvis evaluate``: score a YouTube-VIS results file against annotations (official AP/AR)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from crossvis.eval import METRIC_KEYS, evaluate_ytvis
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a YouTube-VIS results file (official AP/AR)",
+        description="Score a YouTube-VIS results JSON against ground truth with the official YouTube-VIS "
+                    "AP/AR (fractions; -1 where undefined). The annotations may be per-track YouTube-VIS or "
+                    "per-frame CocoVID JSON.")
+    parser.add_argument("--annotations", required=True, metavar="GT.json", help="ground-truth annotation JSON")
+    parser.add_argument("--results", required=True, metavar="RESULTS.json", help="results JSON (list of predictions)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with all metrics")
+    parser.add_argument("--per-category", action="store_true", help="also print the AP of every category")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _print_warning
+        metrics = evaluate_ytvis(args.annotations, args.results)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(format_table(metrics, per_category=args.per_category))
+    return 0
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"crossvis: warning: {message}", file=sys.stderr)
+
+
+def format_table(metrics: dict[str, float], per_category: bool = False) -> str:
+    """A readable two-column table of the summary metrics (percent), optionally per-category AP."""
+    def cell(v: float) -> str:
+        return f"{'-':>6}" if v < 0 else f"{100 * v:6.2f}"
+
+    lines = [f"{'metric':<10} {'value':>6}", "-" * 17]
+    lines += [f"{key:<10} {cell(metrics[key])}" for key in METRIC_KEYS]
+    if per_category:
+        rows = [(k[3:], v) for k, v in metrics.items() if k.startswith("AP/")]
+        width = max([len(name) for name, _ in rows] + [8])
+        lines += ["", f"{'category':<{width}} {'AP':>6}", "-" * (width + 7)]
+        lines += [f"{name:<{width}} {cell(v)}" for name, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""``crossvis train RECIPE --output DIR [--set k=v ...] [--resume]`` (also under ``torchrun``)."""
+from __future__ import annotations
+
+import argparse
+
+from crossvis.commands.recipe import add_set_argument
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model from a recipe",
+        description="Train a model from a recipe. Writes DIR/recipe.yaml, DIR/metrics.jsonl, "
+                    "DIR/checkpoints/ and, when data.test is set, DIR/eval/. Multi-process: "
+                    "torchrun --nproc_per_node N $(which crossvis) train ...")
+    p.add_argument("recipe", help="recipe YAML file or crossvis:NAME")
+    p.add_argument("--output", required=True, metavar="DIR", help="run folder")
+    add_set_argument(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in DIR/checkpoints")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crossvis.engine.distributed import cleanup_distributed
+    from crossvis.engine.trainer import Trainer
+    from crossvis.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    ok = False
+    try:
+        result = Trainer(recipe, args.output, resume=args.resume).train()
+        ok = True
+    finally:
+        cleanup_distributed(wait=ok)
+    metrics = result.get("metrics")
+    if metrics:
+        print(f"crossvis: test AP {metrics['AP']:.4f} (AP50 {metrics['AP50']:.4f}, AP75 {metrics['AP75']:.4f})")
+    return 0

@@ -1,0 +1,17 @@
+"""Registers the data package's datasets and transforms with the component registry."""
+from __future__ import annotations
+
+from crossvis.plugins import hookimpl
+from crossvis.registry import Registry
+
+from .datasets import YTVISFrameDataset, YTVISPairDataset, YTVISVideoDataset
+from .transforms import RandomHorizontalFlip, ResizeShortestEdge
+
+
+@hookimpl
+def crossvis_register_components(registry: Registry) -> None:
+    registry.register("dataset", "ytvis_frames", YTVISFrameDataset)
+    registry.register("dataset", "ytvis_pairs", YTVISPairDataset)
+    registry.register("dataset", "ytvis_videos", YTVISVideoDataset)
+    registry.register("transform", "resize_shortest_edge", ResizeShortestEdge)
+    registry.register("transform", "random_horizontal_flip", RandomHorizontalFlip)

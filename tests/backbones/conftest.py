@@ -1,0 +1,32 @@
+"""Shared fixtures of the backbone tests: the official CrossVIS state-dict key lists."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+OFFICIAL_KEYS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "official-checkpoint-keys"
+
+
+def _parse_key_file(path: Path) -> dict[str, tuple[int, ...]]:
+    """``name (d0, d1, ...) dtype`` lines -> {name: shape}; summary lines are skipped."""
+    shapes = {}
+    for line in path.read_text().splitlines():
+        if "(" not in line or line.startswith(("NUM_KEYS", "PARAMS")):
+            continue
+        name, rest = line.split(" ", 1)
+        dims = rest[rest.index("(") + 1:rest.index(")")]
+        shapes[name] = tuple(int(d) for d in dims.replace(",", " ").split())
+    return shapes
+
+
+@pytest.fixture(scope="session")
+def official_keys() -> Callable[[str], dict[str, tuple[int, ...]]]:
+    """``official_keys("r50" | "r101" | "dla")`` -> every official state-dict key and its shape."""
+    def load(which: str) -> dict[str, tuple[int, ...]]:
+        path = OFFICIAL_KEYS_DIR / f"crossvis_{which}_state_dict.txt"
+        if not path.is_file():
+            pytest.skip(f"official key list {path} is not available")
+        return _parse_key_file(path)
+    return load
