@@ -18,6 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_set_argument(show)
     show.add_argument("--provenance", action="store_true", help="print file:line of every value")
     show.set_defaults(func=run_show)
+    check = sub.add_parser("check", help="resolve the recipe and build its model (validates every component)")
+    check.add_argument("recipe", help="recipe YAML file or crossvis:NAME")
+    add_set_argument(check)
+    check.add_argument("--num-classes", type=int, help="default: model.num_classes or the training data")
+    check.add_argument("--num-identities", type=int, help="default: model.num_identities or the training data")
+    check.set_defaults(func=run_check)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -39,4 +45,25 @@ def run_show(args: argparse.Namespace) -> int:
                 print(f"{pad}{key}: {value!r}{'  # ' + loc if loc else ''}")
 
     walk(recipe, 0)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from crossvis.models import build_model
+    from crossvis.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    num_classes, num_identities = args.num_classes, args.num_identities
+    train = (recipe.get("data") or {}).get("train") or {}
+    model_node = recipe.get("model") or {}
+    if (num_classes is None and "num_classes" not in model_node and train.get("annotations")):
+        from crossvis.data import load_vis_annotations
+
+        ann = load_vis_annotations(train["annotations"])
+        num_classes = ann.num_classes
+        num_identities = num_identities if num_identities is not None else ann.num_identities
+    model = build_model(recipe, num_classes=num_classes, num_identities=num_identities)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{args.recipe}: OK — {type(model).__name__} with {total:,} parameters ({trainable:,} trainable)")
     return 0

@@ -125,7 +125,7 @@ def _check_categories(data: dict[str, Any], report: CheckReport) -> set[int]:
 
 def _check_videos(data: dict[str, Any], report: CheckReport, images: Optional[Path],
                   verify_images: bool) -> dict[int, tuple[int, int, int]]:
-    """Returns {video id: (length, height, width)} of the usable videos."""
+    """Returns {video id: (length, height, width)} of the usable videos (first one of a duplicated id)."""
     if images is not None and not images.is_dir():
         report.error("images", f"images folder not found: {images}")
         images = None
@@ -160,7 +160,7 @@ def _check_videos(data: dict[str, Any], report: CheckReport, images: Optional[Pa
         report.num_frames += len(file_names)
         if images is not None:
             _check_frames(report, where, images, file_names, (h, w), verify_images)
-        if vid is not None and vid != 0 and id_counts[vid] == 1 and h and w:
+        if vid is not None and vid not in videos and h and w:  # tracks are checked against the first
             videos[vid] = (len(file_names), h, w)
     return videos
 

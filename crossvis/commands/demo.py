@@ -1,0 +1,133 @@
+"""``crossvis demo``: run a trained model online on a video file or a folder of frames."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="track instances in your own video and write overlays, masks and results",
+        description="Run a model online on INPUT (a video file or a folder of frames, any size) and write "
+                    "OUT/frames/000000.jpg ... (overlays: mask, box, 'category #track score', one colour per "
+                    "track), OUT/overlay.mp4, optionally OUT/masks/<track>/<frame>.png, and the clip's "
+                    "YouTube-VIS results OUT/results.json (video_id 1) with OUT/video.json (frame size, length).")
+    parser.add_argument("input", metavar="INPUT", help="video file (mp4, avi, ...) or folder of jpg/png frames")
+    parser.add_argument("--recipe", required=True, metavar="RECIPE", help="recipe YAML of the model")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="model weights (.pth)")
+    parser.add_argument("--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--score-threshold", type=float, default=0.3, metavar="S",
+                        help="draw (and save masks of) instances scoring at least S (default 0.3); "
+                             "results.json keeps every track")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="process only the first N frames")
+    parser.add_argument("--no-video", action="store_true", help="do not write OUT/overlay.mp4")
+    parser.add_argument("--save-masks", action="store_true", help="write OUT/masks/<track>/<frame>.png")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the overlay video (default: the input's, 10 for a frame folder)")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
+                        help="override recipe keys, e.g. --set tracker.max_age=30")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from crossvis.data.video import open_video_source, write_video
+    from crossvis.engine.predictor import Predictor
+    from crossvis.engine.visualize import draw_tracked_instances, save_instance_masks
+    from crossvis.eval import write_results
+    from crossvis.recipes import load_recipe
+    from crossvis.structures import CrossVISError
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CrossVISError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not Path(args.input).exists():
+        raise CrossVISError(f"demo input {args.input} does not exist; give a video file or a folder of frames")
+    if not Path(args.recipe).is_file() and not str(args.recipe).startswith("crossvis:"):
+        raise CrossVISError(f"recipe {args.recipe} does not exist; pass the recipe YAML the checkpoint was trained with")
+    if not Path(args.checkpoint).is_file():
+        raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass a .pth written by crossvis train")
+    source = open_video_source(args.input)
+    predictor = Predictor(load_recipe(args.recipe, overrides=args.overrides), checkpoint=args.checkpoint,
+                          device=args.device)
+    out = Path(args.output)
+    frames_dir, masks_dir = out / "frames", out / "masks"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+
+    total = source.num_frames
+    if args.max_frames is not None:
+        total = args.max_frames if total is None else min(total, args.max_frames)
+    frames = _SizeCheckedFrames(itertools.islice(iter(source), args.max_frames), args.input)
+    stats = {"frames": 0, "instances": 0}
+
+    def overlays() -> Iterator[np.ndarray]:
+        for index, instances in enumerate(predictor.track(frames)):
+            image = draw_tracked_instances(frames.current, instances, predictor.category_name, args.score_threshold)
+            _save_jpeg(image, frames_dir / f"{index:06d}.jpg")
+            if args.save_masks:
+                save_instance_masks(masks_dir, index, instances, args.score_threshold)
+            stats["frames"] += 1
+            stats["instances"] += len(instances)
+            yield image
+
+    start = time.perf_counter()
+    with tqdm(overlays(), total=total, unit="frame", desc="demo", disable=args.no_progress,
+              dynamic_ncols=True) as bar:
+        if args.no_video:
+            for _ in bar:
+                pass
+        else:
+            write_video(bar, out / "overlay.mp4", fps=args.fps or source.fps or 10.0)
+    elapsed = time.perf_counter() - start
+    if stats["frames"] == 0:
+        raise CrossVISError(f"no frames could be read from {args.input}")
+
+    results = predictor.video_results(video_id=1)
+    write_results(results, out / "results.json")
+    h, w = frames.size
+    video = {"id": 1, "height": h, "width": w, "length": stats["frames"],
+             "file_names": [f"frames/{i:06d}.jpg" for i in range(stats["frames"])]}
+    (out / "video.json").write_text(json.dumps({"videos": [video]}) + "\n")
+    shown = sum(1 for r in results if r["score"] >= args.score_threshold)
+    print(f"{stats['frames']} frames ({w}x{h}), {len(results)} tracks ({shown} scoring >= {args.score_threshold}), "
+          f"{stats['instances']} instances; {elapsed:.1f} s, {stats['frames'] / max(elapsed, 1e-9):.1f} frames/s "
+          f"(decoding, model, tracking, drawing and writing)")
+    print(f"overlays: {frames_dir}/" + ("" if args.no_video else f", video: {out / 'overlay.mp4'}")
+          + (f", masks: {masks_dir}/" if args.save_masks else "") + f", results: {out / 'results.json'}")
+    return 0
+
+
+class _SizeCheckedFrames:
+    """Iterates the input frames, remembering the current one (for drawing) and refusing size changes."""
+
+    def __init__(self, frames: Iterator[np.ndarray], source: str) -> None:
+        self.frames, self.source = frames, source
+        self.current: np.ndarray | None = None
+        self.size: tuple[int, int] | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from crossvis.structures import CrossVISError
+
+        for index, frame in enumerate(self.frames):
+            size = (int(frame.shape[0]), int(frame.shape[1]))
+            if self.size is None:
+                self.size = size
+            elif size != self.size:
+                raise CrossVISError(f"{self.source}: frame {index} is {size[1]}x{size[0]} but the first frame is "
+                                    f"{self.size[1]}x{self.size[0]}; all frames of a clip must have one size")
+            self.current = frame
+            yield frame
+
+
+def _save_jpeg(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, quality=90)

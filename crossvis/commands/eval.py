@@ -1,0 +1,47 @@
+"""``crossvis eval``: online inference over ``data.test`` with a trained checkpoint, then scoring."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="run online inference on data.test and write results (+ metrics with ground truth)",
+        description="Track every video of the recipe's data.test online and write DIR/results.json, "
+                    "DIR/results.zip (YouTube-VIS server layout) and, when the annotations have ground "
+                    "truth, DIR/metrics.json (official AP/AR).")
+    parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML (the one the checkpoint was trained with)")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="model weights (.pth)")
+    parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
+                        help="override recipe keys, e.g. --set data.test.annotations=valid.json tracker.max_age=30")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crossvis.commands.evaluate import format_table
+    from crossvis.engine.inference import infer_and_evaluate, split_paths
+    from crossvis.engine.predictor import Predictor
+    from crossvis.recipes import load_recipe
+    from crossvis.structures import CrossVISError
+
+    if not Path(args.checkpoint).is_file():
+        raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass the .pth written by crossvis train")
+    recipe = load_recipe(args.recipe, overrides=args.overrides)
+    annotations, images = split_paths(recipe, "test")
+    predictor = Predictor(recipe, checkpoint=args.checkpoint, device=args.device)
+    start = time.perf_counter()
+    metrics = infer_and_evaluate(predictor, annotations, images, args.output, progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    output = Path(args.output)
+    print(f"results: {output / 'results.json'} and {output / 'results.zip'} ({elapsed:.1f} s)")
+    if metrics is None:
+        print(f"{annotations} has no ground truth: upload {output / 'results.zip'} to the evaluation server")
+    else:
+        print(format_table(metrics))
+        print(f"metrics: {output / 'metrics.json'}")
+    return 0

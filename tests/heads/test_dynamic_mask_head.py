@@ -1,0 +1,67 @@
+"""Dynamic mask head: the batched grouped conv equals an explicit per-instance loop over the 169 layout."""
+import torch
+import torch.nn.functional as F
+
+from crossvis.heads import DynamicMaskHead, aligned_bilinear
+
+SOI = [64.0, 128.0, 256.0, 512.0, 1024.0]
+
+
+def _explicit(mask_feats, stride, params, locations, levels, im_inds):
+    """Three F.conv2d per instance from [W0(80) | W1(64) | W2(8) | b0(8) | b1(8) | b2(1)]."""
+    _, _, h, w = mask_feats.shape
+    ys, xs = torch.meshgrid(torch.arange(h) * stride + stride // 2, torch.arange(w) * stride + stride // 2,
+                            indexing="ij")
+    outs = []
+    for p, loc, lvl, b in zip(params, locations, levels, im_inds):
+        soi = SOI[int(lvl)]
+        rel = torch.stack([(loc[0] - xs) / soi, (loc[1] - ys) / soi]).to(mask_feats.dtype)
+        x = torch.cat([rel, mask_feats[b]])[None]                     # [1, 10, h, w]
+        w0, w1, w2 = p[:80].reshape(8, 10, 1, 1), p[80:144].reshape(8, 8, 1, 1), p[144:152].reshape(1, 8, 1, 1)
+        b0, b1, b2 = p[152:160], p[160:168], p[168:169]
+        x = F.relu(F.conv2d(x, w0, b0))
+        x = F.relu(F.conv2d(x, w1, b1))
+        x = F.conv2d(x, w2, b2)
+        outs.append(aligned_bilinear(x, 2)[0, 0])
+    return torch.stack(outs)
+
+
+def test_num_params():
+    assert DynamicMaskHead(SOI).num_params == 169
+    assert DynamicMaskHead(SOI, rel_coords=False).num_params == 8 * 8 + 8 + 64 + 8 + 8 + 1
+
+
+def test_batched_equals_explicit_loop():
+    g = torch.Generator().manual_seed(0)
+    head = DynamicMaskHead(SOI)
+    mask_feats = torch.randn(2, 8, 6, 10, generator=g, dtype=torch.float64)
+    n = 7
+    params = torch.randn(n, 169, generator=g, dtype=torch.float64)
+    locations = torch.rand(n, 2, generator=g, dtype=torch.float64) * 80
+    levels = torch.randint(0, 5, (n,), generator=g)
+    im_inds = torch.randint(0, 2, (n,), generator=g)
+    out = head(mask_feats.double(), 8, params, locations, levels, im_inds)
+    assert out.shape == (n, 12, 20)
+    torch.testing.assert_close(out, _explicit(mask_feats, 8, params, locations, levels, im_inds))
+
+
+def test_relative_coordinates_x_then_y():
+    # One linear layer reading only channel 0 (rel_x) or 1 (rel_y); no upsampling (out_stride = 8).
+    head = DynamicMaskHead([64.0, 128.0], num_layers=1, out_stride=8)
+    assert head.num_params == 10 + 1
+    feats = torch.zeros(1, 8, 2, 3)
+    params = torch.zeros(2, 11)
+    params[0, 0] = 1.0  # rel_x
+    params[1, 1] = 1.0  # rel_y
+    loc = torch.tensor([[20.0, 12.0], [20.0, 12.0]])
+    out = head(feats, 8, params, loc, torch.tensor([1, 0]), torch.tensor([0, 0]))
+    expected_x = torch.tensor([[20 - 4, 20 - 12, 20 - 20]] * 2) / 128.0
+    expected_y = torch.tensor([[12 - 4] * 3, [12 - 12] * 3]) / 64.0
+    torch.testing.assert_close(out[0], expected_x)
+    torch.testing.assert_close(out[1], expected_y)
+
+
+def test_no_instances():
+    out = DynamicMaskHead(SOI)(torch.randn(1, 8, 4, 4), 8, torch.zeros(0, 169), torch.zeros(0, 2),
+                               torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+    assert out.shape == (0, 8, 8)
