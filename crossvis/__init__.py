@@ -15,7 +15,7 @@ _LAZY = {
     "build_model": ("crossvis.models", "build_model"),
     "Predictor": ("crossvis.engine.predictor", "Predictor"),
     "get_registry": ("crossvis.registry", "get_registry"),
-    "CrossVISError": ("crossvis.structures", "CrossVISError"),
+    "CrossVISError": ("crossvis.errors", "CrossVISError"),
     "ShapeSpec": ("crossvis.structures", "ShapeSpec"),
     "FrameDetections": ("crossvis.structures", "FrameDetections"),
 }

@@ -12,7 +12,7 @@ import pkgutil
 import sys
 from typing import Optional, Sequence
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["KINDS", "Registry", "RegistryEntry", "UnknownComponentError", "DuplicateComponentError",
            "get_registry"]

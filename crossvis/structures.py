@@ -10,15 +10,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from crossvis.errors import CrossVISError
+
 __all__ = ["ShapeSpec", "FrameDetections", "TrackedInstances", "CrossVISError"]
-
-
-class CrossVISError(Exception):
-    """An error caused by the user's input (a file, a recipe key, a checkpoint).
-
-    The command line prints its message as one line, without a traceback, and exits with status 2.
-    The message must name the offending file or key and say what to do about it.
-    """
 
 
 @dataclass(frozen=True)

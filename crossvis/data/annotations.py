@@ -54,8 +54,8 @@ class VideoRecord:
 class TrackRecord:
     """One annotated instance through a video, with its masks still encoded.
 
-    ``segmentations[f]`` is an RLE dict (list or string counts), a polygon list, or None when the
-    instance is absent from frame ``f``.
+    ``segmentations[f]`` is a compressed COCO RLE dict (``counts`` bytes; list counts from the file
+    are compressed on load), a polygon list, or None when the instance is absent from frame ``f``.
     """
 
     id: int
@@ -240,14 +240,43 @@ def _track_record(path: Path, ann: dict[str, Any], videos: dict[int, VideoRecord
         if values is not None and len(values) != len(video):
             raise CrossVISError(f"{where}: '{key}' has {len(values)} entries but video {video.id} has "
                                 f"{len(video)} frames; {_CHECK_HINT}")
+    track.segmentations = _compact_segmentations(track.segmentations, video.height, video.width, where)
     return track
+
+
+def _compact_segmentations(segmentations: list[Any], height: int, width: int, where: str) -> list[Any]:
+    """Store every RLE as compressed COCO RLE (bytes counts); polygons and None are kept as they are.
+
+    Uncompressed counts parsed from JSON are Python ints (about 36 bytes each); compressed RLE takes
+    about one byte per run, so a large training file stays small in memory and cheap to share with
+    data-loader worker processes.
+    """
+    out = list(segmentations)
+    uncompressed = []
+    for f, seg in enumerate(out):
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+            out[f] = {"size": seg.get("size", [height, width]), "counts": seg["counts"].encode("ascii")}
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+            size = seg.get("size")
+            if not (isinstance(size, list) and len(size) == 2) or sum(seg["counts"]) != size[0] * size[1]:
+                raise CrossVISError(f"{where}: frame {f}: uncompressed RLE counts do not sum to the mask "
+                                    f"size {size}; {_CHECK_HINT}")
+            uncompressed.append(f)
+    if uncompressed:
+        try:
+            rles = mask_utils.frPyObjects([out[f] for f in uncompressed], height, width)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CrossVISError(f"{where}: invalid RLE counts ({exc}); {_CHECK_HINT}") from None
+        for f, rle in zip(uncompressed, rles):
+            out[f] = rle
+    return out
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
     """Decode one frame's mask to a uint8 [height, width] array of 0/1.
 
     Accepts uncompressed RLE (``counts`` a list of ints, column-major), compressed RLE (``counts`` a
-    string) and polygons (a list of flat ``[x0, y0, x1, y1, ...]`` lists, merged into one mask).
+    string or bytes) and polygons (a list of flat ``[x0, y0, x1, y1, ...]`` lists, merged into one mask).
 
     Raises:
         CrossVISError: the encoding is not recognised or its ``size`` differs from (height, width).

@@ -8,7 +8,7 @@ from crossvis.structures import CrossVISError
 __all__ = ["build_train_dataset", "DEFAULT_TRAIN_DATASET"]
 
 #: dataset type used when ``data.train`` has no ``type`` (frame pairs, what CrossVIS trains on)
-DEFAULT_TRAIN_DATASET = "ytvis_pair"
+DEFAULT_TRAIN_DATASET = "ytvis_pairs"
 
 
 def build_train_dataset(recipe: Mapping[str, Any], seed: int) -> Any:

@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 
 from crossvis.eval.jsonio import read_json
 from crossvis.eval.tracks import Track, rle_areas
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["GroundTruth", "cocovid_to_ytvis", "is_cocovid", "has_ground_truth", "load_ground_truth",
            "prepare_ground_truth"]

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["read_json"]
 

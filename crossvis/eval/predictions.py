@@ -9,12 +9,13 @@ import numpy as np
 from crossvis.eval.annotations import GroundTruth
 from crossvis.eval.results import check_result_rle, validate_results
 from crossvis.eval.tracks import Track, rle_areas
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["prepare_predictions"]
 
 
-def prepare_predictions(results: list[dict], gt: GroundTruth, source: str = "results") -> dict[tuple, list[Track]]:
+def prepare_predictions(results: list[dict], gt: GroundTruth, source: str = "results",
+                        allow_empty: bool = False) -> dict[tuple, list[Track]]:
     """Group predictions by (video_id, category_id), in results order; ``results`` is not modified.
 
     Per frame the area is the RLE pixel count (0 where the entry is falsy); ``avg_area`` is the mean
@@ -22,10 +23,10 @@ def prepare_predictions(results: list[dict], gt: GroundTruth, source: str = "res
     truth does not list are dropped, as officially, with a warning.
 
     Raises:
-        CrossVISError: not a non-empty list, missing keys, a video id absent from the ground truth,
+        CrossVISError: not a list (or empty without ``allow_empty``), missing keys, a video id absent from the ground truth,
             or a mask that is not compressed RLE.
     """
-    validate_results(results, source, check_masks=False)
+    validate_results(results, source, check_masks=False, allow_empty=allow_empty)
     known_videos = set(gt.video_ids)
     for n, res in enumerate(results):
         if res["video_id"] not in known_videos:

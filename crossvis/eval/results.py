@@ -17,7 +17,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from crossvis.eval.jsonio import read_json
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["encode_mask", "write_results", "write_submission_zip", "load_results", "validate_results",
            "REQUIRED_RESULT_KEYS"]
@@ -94,20 +94,23 @@ def load_results(path: str | os.PathLike) -> list[dict]:
     return results
 
 
-def validate_results(results: Any, source: str = "results", check_masks: bool = True) -> None:
+def validate_results(results: Any, source: str = "results", check_masks: bool = True,
+                     allow_empty: bool = False) -> None:
     """Check the structure of a results list.
 
     Checks that it is a non-empty list of objects with ``video_id``, ``category_id``, a numeric
     ``score`` and a ``segmentations`` list; with ``check_masks``, also that every present entry is a
     compressed RLE dict (the evaluator skips that pass and checks masks only when pycocotools fails).
+    An empty list is an error (the official evaluation crashes on it) unless ``allow_empty``.
 
     Raises:
         CrossVISError: naming the first offending prediction (index) and what to do.
     """
     if not isinstance(results, list):
         raise CrossVISError(f"{source} must be a JSON list of predictions, got {type(results).__name__}")
-    if not results:
-        raise CrossVISError(f"{source} has no predictions; the official evaluation cannot score an empty list")
+    if not results and not allow_empty:
+        raise CrossVISError(f"{source} has no predictions; the official evaluation cannot score an empty list "
+                            "(pass allow_empty=True to score it as all misses)")
     for n, res in enumerate(results):
         if not isinstance(res, dict):
             raise CrossVISError(f"{source}: prediction #{n} must be a JSON object, got {type(res).__name__}")

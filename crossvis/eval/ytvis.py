@@ -54,8 +54,11 @@ class YTVISEvaluator:
         self.recall: np.ndarray | None = None
         self.stats: np.ndarray | None = None
 
-    def evaluate(self, results: list[dict] | str | os.PathLike) -> dict[str, float]:
+    def evaluate(self, results: list[dict] | str | os.PathLike, *, allow_empty: bool = False) -> dict[str, float]:
         """Score ``results`` (a list of prediction dicts or a path to a results JSON; not modified).
+
+        An empty results list is an error (the official code crashes on it) unless ``allow_empty``,
+        which scores it as no detections: 0 for every metric that has ground truth.
 
         Returns:
             ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -69,7 +72,7 @@ class YTVISEvaluator:
         if isinstance(results, (str, os.PathLike)):
             source = f"results file {os.fspath(results)}"
             results = read_json(results, "results file")
-        predictions = prepare_predictions(results, self.gt, source)
+        predictions = prepare_predictions(results, self.gt, source, allow_empty)
         cells = self._match_all(predictions)
         self.precision, self.recall = _accumulate(cells, len(self.gt.category_ids))
         self.stats = _summarize(self.precision, self.recall)
@@ -115,9 +118,10 @@ class YTVISEvaluator:
         return out
 
 
-def evaluate_ytvis(gt: dict | str | os.PathLike, results: list[dict] | str | os.PathLike) -> dict[str, float]:
+def evaluate_ytvis(gt: dict | str | os.PathLike, results: list[dict] | str | os.PathLike, *,
+                   allow_empty: bool = False) -> dict[str, float]:
     """Official YouTube-VIS AP/AR of ``results`` against ``gt`` (see :meth:`YTVISEvaluator.evaluate`)."""
-    return YTVISEvaluator(gt).evaluate(results)
+    return YTVISEvaluator(gt).evaluate(results, allow_empty=allow_empty)
 
 
 def _top_scored(dts: list[Track]) -> list[Track]:

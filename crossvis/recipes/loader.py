@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["RecipeNode", "RecipeError", "load_recipe", "parse_overrides", "apply_overrides",
            "to_plain", "dump_recipe", "recipe_from_dict", "builtin_recipe_dir", "location_of"]

@@ -135,7 +135,7 @@ def test_two_process_torchrun_matches_a_single_process(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "0", base[0], str(multi),
+    r = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", base[0], str(multi),
                         *base[1:]], capture_output=True, text=True, timeout=90, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = _losses(single), _losses(multi)

@@ -10,10 +10,10 @@ import torch
 #: ResNet-18 + a 32-channel FPN; score_threshold 0 so that random weights still give detections.
 TINY_RECIPE = {
     "model": {
-        "type": "crossvis", "num_classes": 3, "min_size_test": 96, "max_size_test": 160,
+        "type": "crossvis", "num_classes": 3, "min_size_test": 64, "max_size_test": 128,
         "score_threshold": 0.0, "max_detections": 4,
         "backbone": {"type": "resnet", "depth": 18, "norm": "FrozenBN"},
-        "neck": {"type": "fpn", "in_features": ["res3", "res4", "res5"], "out_channels": 32},
+        "neck": {"type": "fpn", "in_features": ["res3", "res4", "res5"], "out_channels": 64},
         "head": {"type": "fcos", "num_convs": 1, "embed_dim": 16},
         "mask_branch": {"type": "condinst_mask_branch", "channels": 16, "num_convs": 1},
     },

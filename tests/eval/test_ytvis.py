@@ -207,6 +207,14 @@ def test_bad_ground_truth(mutate, expected):
     assert expected in _error(gt, pred)
 
 
+def test_allow_empty_scores_all_misses():
+    gt = _one_video()
+    gt["annotations"] = [_track((0, 0, 4, 4), [1, 1, 1], id=1)]
+    metrics = evaluate_ytvis(gt, [], allow_empty=True)
+    assert [metrics[k] for k in ("AP", "AP50", "APs", "AR1", "AR100")] == [0, 0, 0, 0, 0]
+    assert metrics["APm"] == -1 and metrics["APl"] == -1
+
+
 def test_unannotated_ground_truth_gives_minus_one():
     gt = _one_video()
     pred = [{"video_id": 1, "category_id": 1, "score": 0.5, "segmentations": [rle(rect_mask(8, 8, (0, 0, 2, 2)))]}]

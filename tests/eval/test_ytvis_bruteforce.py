@@ -164,7 +164,7 @@ def _assert_agree(gt, results):
     return stats
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n_videos=st.integers(1, 4), n_categories=st.integers(1, 3))
 def test_matches_brute_force(seed, n_videos, n_categories):
     gt, results = make_case(seed, n_videos=n_videos, n_categories=n_categories)

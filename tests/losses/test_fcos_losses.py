@@ -89,8 +89,7 @@ def test_no_positives_gives_exact_zeros_connected_to_graph():
 
 
 @pytest.mark.parametrize("seed", [2, 3])
-def test_loc_loss_is_centerness_weighted_mean(seed):
-    # With a perfect prediction the box loss is 0; it is invariant to scaling all ctr weights.
+def test_perfect_box_prediction_has_zero_box_loss(seed):
     _, _, ctr, labels, targets, pos = _random_problem(seed)
     logits = torch.zeros(len(labels), 4)
     out = FCOSLoss()(logits, targets.clone(), ctr, labels, targets)

@@ -1,0 +1,51 @@
+"""``crossvis evaluate`` end to end through the CLI entry point."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossvis.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ARGS = ["evaluate", "--annotations", str(FIXTURES / "ann_cocovid.json"), "--results", str(FIXTURES / "results.json")]
+
+
+def test_json_output_is_one_object_with_the_metric_keys(capsys):
+    assert main([*ARGS, "--json"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(out)
+    assert out.strip().count("\n") == 0
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"):
+        assert key in metrics
+    assert metrics["AP"] == pytest.approx(0.6504950495049505, abs=1e-12) and metrics["APm"] == -1
+
+
+def test_table_output(capsys):
+    assert main([*ARGS, "--per-category"]) == 0
+    out = capsys.readouterr().out
+    assert "AP50" in out and "100.00" in out and "65.05" in out and "sedan" in out
+
+
+@pytest.mark.parametrize("which", ["--annotations", "--results"])
+def test_missing_file_exits_2_with_one_line(tmp_path, which):
+    args = list(ARGS)
+    args[args.index(which) + 1] = str(tmp_path / "missing.json")
+    proc = subprocess.run([sys.executable, "-m", "crossvis", *args, "--json"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing.json does not exist" in lines[0]
+
+
+def test_malformed_results_exit_2(tmp_path, capsys):
+    bad = tmp_path / "results.json"
+    bad.write_text("[{]")
+    args = list(ARGS)
+    args[args.index("--results") + 1] = str(bad)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not valid JSON" in err and "line 1 column 3" in err
