@@ -137,7 +137,8 @@ def _check_videos(data: dict[str, Any], report: CheckReport, images: Optional[Pa
             continue
         vid = _as_int(v.get("id"))
         file_names = v.get("file_names")
-        name = file_names[0].split("/")[0] if isinstance(file_names, list) and file_names and isinstance(file_names[0], str) else "?"
+        has_name = isinstance(file_names, list) and file_names and isinstance(file_names[0], str)
+        name = file_names[0].split("/")[0] if has_name else "?"
         where = f"video {vid} ({name})" if vid is not None else f"videos[{i}] ({name})"
         if vid is None:
             report.error(where, "no integer 'id'")

@@ -141,9 +141,12 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return (base + ys * tilt[0] + xs * tilt[1]).astype(np.float32)
 
 
+_Rendered = tuple[list[np.ndarray], list[list[Optional[np.ndarray]]], list[int]]
+
+
 def _render_video(rng: np.random.Generator, num_frames: int, height: int, width: int,
-                  num_categories: int, max_objects: int) -> tuple[list[np.ndarray], list[list[Optional[np.ndarray]]], list[int]]:
-    """Frames (H×W×3 uint8) and, per object, the visible mask of each frame (None when absent)."""
+                  num_categories: int, max_objects: int) -> _Rendered:
+    """Frames (H×W×3 uint8), per object the visible mask of each frame (None when absent), categories."""
     objects = _sample_objects(rng, num_frames, height, width, num_categories, max_objects)
     paths = [_trajectory(o, rng, num_frames, height, width) for o in objects]
     background = _background(rng, height, width)
