@@ -15,7 +15,7 @@ grows with the video: a few hundred bytes per instance-frame, vs 230 kB for a de
 
 Usage::
 
-    python benchmarks/bench_stream_memory.py                       # tracker 100 vs 1000 frames, predictor 30 vs 300
+    python benchmarks/bench_stream_memory.py                       # both pipelines, 100 vs 1000 frames
     python benchmarks/bench_stream_memory.py --pipeline tracker --frames 100 1000
 """
 from __future__ import annotations
@@ -55,98 +55,108 @@ class _Tracing:
             tracemalloc.stop()
 
 
-def run_tracker(frames: int, trace: bool) -> dict:
+def fake_detections(frames: int):
+    """5 discs moving across a 360x640 frame: FrameDetections with masks and 256-d embeddings."""
     import numpy as np
     import torch
 
     from crossvis.structures import FrameDetections
-    from crossvis.trackers import CrossVISTracker, VideoAccumulator
 
     h, w, n = 360, 640, 5
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(n, 256, generator=g)
     yy, xx = np.mgrid[0:h, 0:w]
-    tracker, acc = CrossVISTracker(), VideoAccumulator()
-    with _Tracing(trace) as tracing:
-      for t in range(frames):
+    r = 30 + 10 * np.arange(n) / n
+    for t in range(frames):
         cx = (np.arange(n) * 120 + 60 + 2 * t) % w
         cy = np.full(n, h / 2) + 80 * np.sin(t / 20 + np.arange(n))
-        r = 30 + 10 * np.arange(n) / n
         masks = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2 < (r ** 2)[:, None, None]
         boxes = torch.tensor(np.stack([cx - r, cy - r, cx + r, cy + r], 1), dtype=torch.float32)
-        det = FrameDetections(boxes=boxes, scores=torch.linspace(0.9, 0.5, n), labels=torch.zeros(n, dtype=torch.int64),
+        yield FrameDetections(boxes=boxes, scores=torch.linspace(0.9, 0.5, n), labels=torch.zeros(n, dtype=torch.int64),
                               image_size=(h, w), masks=torch.from_numpy(masks),
                               embeddings=emb + 0.1 * torch.randn(n, 256, generator=g))
-        acc.add(det, tracker.update(det))
-    results = acc.results(1)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return {"tracks": len(results), "rle_bytes": rle_bytes(acc), "tracemalloc_peak": peak}
 
 
-def run_predictor(frames: int) -> dict:
+def run_tracker(frames: int, trace: bool) -> dict:
+    from crossvis.trackers import CrossVISTracker, VideoAccumulator
+
+    tracker, acc = CrossVISTracker(), VideoAccumulator()
+    with _Tracing(trace) as tracing:
+        for det in fake_detections(frames):
+            acc.add(det, tracker.update(det))
+        results = acc.results(1)
+    return {"tracks": len(results), "rle_bytes": rle_bytes(acc), "tracemalloc_peak": tracing.peak}
+
+
+TINY_RECIPE = {
+    "model": {"type": "crossvis", "num_classes": 3, "min_size_test": 64, "max_size_test": 96,
+              "score_threshold": 0.0, "max_detections": 5,
+              "backbone": {"type": "resnet", "depth": 18, "norm": "FrozenBN"},
+              "neck": {"type": "fpn", "in_features": ["res3", "res4", "res5"], "out_channels": 64},
+              "head": {"type": "fcos", "num_convs": 1, "embed_dim": 16},
+              "mask_branch": {"type": "condinst_mask_branch", "channels": 16, "num_convs": 1}},
+    "runtime": {"device": "cpu"},
+}
+
+
+def run_predictor(frames: int, trace: bool) -> dict:
     import numpy as np
     import torch
 
     from crossvis.engine.predictor import Predictor
 
     torch.manual_seed(0)
-    recipe = {"model": {"type": "crossvis", "num_classes": 3, "min_size_test": 64, "max_size_test": 96,
-                        "score_threshold": 0.0, "max_detections": 5,
-                        "backbone": {"type": "resnet", "depth": 18, "norm": "FrozenBN"},
-                        "neck": {"type": "fpn", "in_features": ["res3", "res4", "res5"], "out_channels": 64},
-                        "head": {"type": "fcos", "num_convs": 1, "embed_dim": 16},
-                        "mask_branch": {"type": "condinst_mask_branch", "channels": 16, "num_convs": 1}},
-              "runtime": {"device": "cpu"}}
-    predictor = Predictor(recipe)
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-
-    def stream():
-        for t in range(frames):
-            yield np.roll(base, t, axis=1)
-
-    tracemalloc.start()
-    instances = sum(len(inst) for inst in predictor.track(stream()))
-    results = predictor.video_results(1)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    predictor = Predictor(TINY_RECIPE)
+    base = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    stream = (np.roll(base, t, axis=1) for t in range(frames))
+    with _Tracing(trace) as tracing:
+        instances = sum(len(inst) for inst in predictor.track(stream))
+        results = predictor.video_results(1)
     return {"tracks": len(results), "instances": instances, "rle_bytes": rle_bytes(predictor.accumulator),
-            "tracemalloc_peak": peak}
+            "tracemalloc_peak": tracing.peak}
 
 
-def child(pipeline: str, frames: int) -> None:
+def child(pipeline: str, frames: int, trace: bool) -> None:
     import torch
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    out = run_tracker(frames) if pipeline == "tracker" else run_predictor(frames)
+    out = (run_tracker if pipeline == "tracker" else run_predictor)(frames, trace)
     out.update(pipeline=pipeline, frames=frames, seconds=time.perf_counter() - start,
                rss_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print(json.dumps(out))
+
+
+def measure(pipeline: str, frames: int) -> dict:
+    """Run the pipeline twice in subprocesses: traced (tracemalloc peak) and untraced (RSS peak)."""
+    rows = []
+    for trace in ("1", "0"):
+        proc = subprocess.run([sys.executable, __file__, "--child", pipeline, str(frames), trace],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    traced, plain = rows
+    return {**traced, "rss_peak": plain["rss_peak"], "seconds": plain["seconds"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", choices=["tracker", "predictor", "both"], default="both")
     parser.add_argument("--frames", type=int, nargs=2, default=None, metavar=("SHORT", "LONG"),
-                        help="stream lengths (default: 100 1000 for tracker, 30 300 for predictor)")
-    parser.add_argument("--child", nargs=2, metavar=("PIPELINE", "FRAMES"), help=argparse.SUPPRESS)
+                        help="stream lengths (default: 100 1000)")
+    parser.add_argument("--child", nargs=3, metavar=("PIPELINE", "FRAMES", "TRACE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), args.child[2] == "1")
         return
     pipelines = ["tracker", "predictor"] if args.pipeline == "both" else [args.pipeline]
     mib = 1 / 2 ** 20
     print(f"{'pipeline':<10} {'frames':>6} {'tracks':>6} {'tracemalloc peak MiB':>21} {'peak - RLE MiB':>15} "
           f"{'RLE MiB':>8} {'RSS peak MiB':>13} {'s':>6}")
     for pipeline in pipelines:
-        lengths = args.frames or ((100, 1000) if pipeline == "tracker" else (30, 300))
+        lengths = args.frames or (100, 1000)
         rows = []
         for frames in lengths:
-            proc = subprocess.run([sys.executable, __file__, "--child", pipeline, str(frames)],
-                                  capture_output=True, text=True, check=True)
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = measure(pipeline, frames)
             rows.append(row)
             print(f"{pipeline:<10} {frames:>6} {row['tracks']:>6} {row['tracemalloc_peak'] * mib:>21.2f} "
                   f"{(row['tracemalloc_peak'] - row['rle_bytes']) * mib:>15.2f} {row['rle_bytes'] * mib:>8.2f} "

@@ -22,7 +22,8 @@ from crossvis.structures import FrameDetections
 from crossvis.trackers import CrossVISTracker, MaskTrackScoringTracker
 
 
-def make_world(num_tracks: int, dim: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_world(num_tracks: int, dim: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Track embeddings [K, D], boxes [K, 4] and labels [K] of K objects in a 640x360 frame."""
     emb = torch.randn(num_tracks, dim, generator=generator)
     xy = torch.rand(num_tracks, 2, generator=generator) * torch.tensor([560.0, 300.0])

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.input).exists():
         raise CrossVISError(f"demo input {args.input} does not exist; give a video file or a folder of frames")
     if not Path(args.recipe).is_file() and not str(args.recipe).startswith("crossvis:"):
-        raise CrossVISError(f"recipe {args.recipe} does not exist; pass the recipe YAML the checkpoint was trained with")
+        raise CrossVISError(f"recipe {args.recipe} does not exist; "
+                            "pass the recipe YAML the checkpoint was trained with")
     if not Path(args.checkpoint).is_file():
         raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass a .pth written by crossvis train")
     source = open_video_source(args.input)

@@ -109,7 +109,9 @@ class Predictor:
             per frame a :class:`~crossvis.structures.TrackedInstances` on the CPU: ``track_ids``
             int64 [N], ``scores`` float32 [N], ``labels`` int64 [N] (category id =
             ``accumulator.category_id(label)``), ``boxes`` float32 [N, 4], ``masks`` bool [N, H, W]
-            at the frame's size. Detections the tracker dropped are not included.
+            at the frame's size. Detections the tracker dropped are not included. The tensors are
+            created under ``torch.inference_mode``: read them freely, ``clone()`` before editing
+            them in place.
         """
         self.reset()
         for index, frame in enumerate(frames):

@@ -13,7 +13,7 @@ from crossvis.losses.crossover import combine_directions, match_identities, samp
 from crossvis.losses.embedding import GlobalFocalEmbeddingLoss
 from crossvis.models.condinst import CondInst
 from crossvis.models.preprocess import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD
-from crossvis.models.criterion import Assignment, FrameTargets
+from crossvis.models.criterion import FrameTargets
 from crossvis.models.network import flatten_levels
 from crossvis.structures import CrossVISError
 

@@ -1,7 +1,6 @@
 """The CondInst network: backbone + neck + FCOS head + controller + mask branch (no losses, no post-processing)."""
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import Tensor, nn

@@ -102,7 +102,8 @@ class MaskTrackScoringTracker:
         # N x (K + N): track slots, then a private "new" slot per detection.
         full = torch.full((n, num_tracks + n), float("-inf"), device=device)
         full[:, :num_tracks] = scores[:, 1:]
-        full[torch.arange(n), num_tracks + torch.arange(n)] = scores[:, 0]
+        diagonal = torch.arange(n, device=device)
+        full[diagonal, num_tracks + diagonal] = scores[:, 0]
         rows, cols = self._assign(full.cpu().numpy())
 
         matched = cols < num_tracks

