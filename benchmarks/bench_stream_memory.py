@@ -9,9 +9,14 @@ bookkeeping grows with the number of allocations):
 * ``predictor``: random frames through ``Predictor`` with a tiny random-weight CrossVIS model
   (ResNet-18, 64-channel FPN, score threshold 0 so that every frame has detections).
 
-Reported per run: the tracemalloc peak (Python/numpy allocations), the process RSS peak
-(``ru_maxrss``), and the bytes of the RLE the accumulator stores (the only state that legitimately
-grows with the video: a few hundred bytes per instance-frame, vs 230 kB for a decoded 360x640 mask).
+Reported per run: the tracemalloc peak (Python/numpy allocations; torch's own tensor memory is
+not traced), the process RSS peak (``ru_maxrss``), and the bytes of the results the accumulator
+stores (the only state that legitimately grows with the video: the per-frame RLE, a few hundred
+bytes per instance-frame vs 230 kB for a decoded 360x640 mask), measured as the traced bytes freed
+when the accumulator is reset at the end. The check: RSS peaks within 10%, and for the tracker
+pipeline (masks are numpy arrays, visible to tracemalloc) the tracemalloc peaks minus the stored
+results within 10%. For the predictor the traced heap is sub-MB (torch tensors are not traced) and
+is printed for information.
 
 Usage::
 
@@ -21,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import subprocess
@@ -29,25 +35,26 @@ import time
 import tracemalloc
 
 
-def rle_bytes(accumulator) -> int:
-    """Approximate bytes held by the stored RLE dicts (counts strings + dict/list overhead)."""
-    total = 0
-    for track in accumulator.tracks.values():
-        for rle in track.segmentations.values():
-            total += sys.getsizeof(rle) + sys.getsizeof(rle["counts"]) + sys.getsizeof(rle["size"])
-    return total
-
-
 class _Tracing:
-    """tracemalloc around a block when ``enabled``; ``peak`` is 0 otherwise."""
+    """tracemalloc around a block when ``enabled``: ``peak`` of the block and ``stored``, the traced
+    bytes freed by :meth:`release` (the accumulated results); both 0 when not enabled."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.peak = enabled, 0
+        self.enabled, self.peak, self.stored = enabled, 0, 0
 
     def __enter__(self) -> "_Tracing":
         if self.enabled:
             tracemalloc.start()
         return self
+
+    def release(self, accumulator) -> None:
+        """Measure what the accumulator holds by dropping it (call at the end of the block)."""
+        if self.enabled:
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            accumulator.reset()
+            gc.collect()
+            self.stored = before - tracemalloc.get_traced_memory()[0]
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
@@ -84,8 +91,9 @@ def run_tracker(frames: int, trace: bool) -> dict:
     with _Tracing(trace) as tracing:
         for det in fake_detections(frames):
             acc.add(det, tracker.update(det))
-        results = acc.results(1)
-    return {"tracks": len(results), "rle_bytes": rle_bytes(acc), "tracemalloc_peak": tracing.peak}
+        tracks = len(acc.results(1))
+        tracing.release(acc)
+    return {"tracks": tracks, "stored_bytes": tracing.stored, "tracemalloc_peak": tracing.peak}
 
 
 TINY_RECIPE = {
@@ -111,8 +119,9 @@ def run_predictor(frames: int, trace: bool) -> dict:
     stream = (np.roll(base, t, axis=1) for t in range(frames))
     with _Tracing(trace) as tracing:
         instances = sum(len(inst) for inst in predictor.track(stream))
-        results = predictor.video_results(1)
-    return {"tracks": len(results), "instances": instances, "rle_bytes": rle_bytes(predictor.accumulator),
+        tracks = len(predictor.video_results(1))
+        tracing.release(predictor.accumulator)
+    return {"tracks": tracks, "instances": instances, "stored_bytes": tracing.stored,
             "tracemalloc_peak": tracing.peak}
 
 
@@ -150,8 +159,8 @@ def main() -> None:
         return
     pipelines = ["tracker", "predictor"] if args.pipeline == "both" else [args.pipeline]
     mib = 1 / 2 ** 20
-    print(f"{'pipeline':<10} {'frames':>6} {'tracks':>6} {'tracemalloc peak MiB':>21} {'peak - RLE MiB':>15} "
-          f"{'RLE MiB':>8} {'RSS peak MiB':>13} {'s':>6}")
+    print(f"{'pipeline':<10} {'frames':>6} {'tracks':>6} {'tracemalloc peak MiB':>21} {'peak - stored MiB':>18} "
+          f"{'stored MiB':>11} {'RSS peak MiB':>13} {'s':>6}")
     for pipeline in pipelines:
         lengths = args.frames or (100, 1000)
         rows = []
@@ -159,14 +168,16 @@ def main() -> None:
             row = measure(pipeline, frames)
             rows.append(row)
             print(f"{pipeline:<10} {frames:>6} {row['tracks']:>6} {row['tracemalloc_peak'] * mib:>21.2f} "
-                  f"{(row['tracemalloc_peak'] - row['rle_bytes']) * mib:>15.2f} {row['rle_bytes'] * mib:>8.2f} "
+                  f"{(row['tracemalloc_peak'] - row['stored_bytes']) * mib:>18.2f} {row['stored_bytes'] * mib:>11.2f} "
                   f"{row['rss_peak'] * mib:>13.1f} {row['seconds']:>6.1f}")
         short, long = rows
         rss = long["rss_peak"] / short["rss_peak"] - 1
-        work = (long["tracemalloc_peak"] - long["rle_bytes"]) / (short["tracemalloc_peak"] - short["rle_bytes"]) - 1
+        work = (long["tracemalloc_peak"] - long["stored_bytes"]) / (short["tracemalloc_peak"] - short["stored_bytes"]) - 1
+        # The fake-detection pipeline keeps its masks in numpy (traced); the predictor's tensors live
+        # in torch's allocator, which tracemalloc does not see, so RSS is its criterion.
+        ok = abs(rss) <= 0.10 and (pipeline == "predictor" or abs(work) <= 0.10)
         print(f"{pipeline}: {long['frames']} vs {short['frames']} frames: RSS peak {100 * rss:+.1f}%, "
-              f"tracemalloc peak without the stored RLE {100 * work:+.1f}% "
-              f"({'OK' if abs(rss) <= 0.10 and abs(work) <= 0.10 else 'OVER 10%'})")
+              f"tracemalloc peak without the stored results {100 * work:+.1f}% ({'OK' if ok else 'OVER 10%'})")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ frames of 360×640 are resized to short side 360 / long side ≤ 640 (no-op) and
 Random weights give no detections at the official 0.05 threshold (prior 0.01) or far too many,
 so every model is held at a fixed number of detections per frame (default 100, the official cap):
 
-* CrossVIS: ``cls_logits`` and ``ctrness`` biases are set to 0 (every candidate scores ≈ 0.5), so
-  each frame yields ``max_detections`` detections, each with a mask and an embedding;
+* CrossVIS: ``cls_logits`` and ``ctrness`` biases are set to 0 (every candidate scores ≈ 0.5) and
+  the ``bbox_pred`` bias to 1 (boxes one stride around their location, so none is empty and
+  neighbours overlap below the NMS IoU), so each frame yields ``max_detections`` detections, each
+  with a mask and an embedding;
 * torchvision FCOS: ``score_thresh=0.0``, ``detections_per_img=N``;
 * torchvision Mask R-CNN: ``box_score_thresh=0.0``, ``detections_per_img=N`` (its mask head and
   mask pasting run on N boxes).
@@ -29,20 +31,23 @@ from torch import nn
 from crossvis.structures import CrossVISError
 
 __all__ = ["BenchResult", "synthetic_frames", "crossvis_model", "torchvision_detector", "time_per_frame",
-           "peak_rss_mib", "head_flops", "bench_network", "bench_pipeline", "bench_torchvision", "format_rows"]
+           "peak_rss_mib", "current_rss_mib", "fast_accuracy", "head_flops", "bench_network", "bench_pipeline", "bench_torchvision", "format_rows"]
 
 ARCHS = ("r50", "r101", "dla34")
 
 
 @dataclass
 class BenchResult:
-    """One timed configuration: median and quartiles of the per-frame time in milliseconds."""
+    """One timed configuration: median and quartiles of the per-frame wall time in milliseconds and
+    the median per-frame CPU time of the process (all threads; with one thread it is the compute
+    time and barely depends on other load on the machine)."""
 
     name: str
     mode: str
     median_ms: float
     p25_ms: float
     p75_ms: float
+    cpu_median_ms: float
     frames: int
     threads: int
     detections: float = float("nan")
@@ -82,6 +87,7 @@ def crossvis_model(arch: str, num_detections: int = 100, num_classes: int = 40) 
     with torch.no_grad():
         model.network.head.cls_logits.bias.zero_()
         model.network.head.ctrness.bias.zero_()
+        model.network.head.bbox_pred.bias.fill_(1.0)
     return model
 
 
@@ -98,22 +104,24 @@ def torchvision_detector(name: str, num_detections: int = 100, num_classes: int 
     raise CrossVISError(f"unknown torchvision detector {name!r}; use fcos or maskrcnn")
 
 
-def time_per_frame(step: Callable[[Any], Any], frames: Sequence[Any], warmup: int = 2) -> list[float]:
-    """Seconds per call of ``step(frame)`` for each frame after ``warmup`` untimed calls."""
+def time_per_frame(step: Callable[[Any], Any], frames: Sequence[Any], warmup: int = 2) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds per call of ``step(frame)`` for each frame after ``warmup`` untimed calls."""
     for frame in frames[:warmup]:
         step(frame)
     times = []
     for frame in frames:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         step(frame)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
 
-def _result(name: str, mode: str, times: list[float], detections: float = float("nan")) -> BenchResult:
-    ms = sorted(t * 1000.0 for t in times)
+def _result(name: str, mode: str, times: list[tuple[float, float]], detections: float = float("nan")) -> BenchResult:
+    ms = sorted(t[0] * 1000.0 for t in times)
     q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
-    return BenchResult(name, mode, statistics.median(ms), q[0], q[2], len(ms), torch.get_num_threads(), detections)
+    cpu = statistics.median(t[1] * 1000.0 for t in times)
+    return BenchResult(name, mode, statistics.median(ms), q[0], q[2], cpu, len(ms), torch.get_num_threads(),
+                       detections)
 
 
 def peak_rss_mib() -> float:
@@ -160,9 +168,9 @@ def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, 
         next(stream)
     times = []
     for _ in frames:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         counts.append(len(next(stream).track_ids))
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
     return _result(f"crossvis-{arch}", "pipeline-fast" if fast else "pipeline-fp32", times, float(np.mean(counts)))
 
 
@@ -219,15 +227,76 @@ def head_flops(arch: str = "r50", height: int = 360, width: int = 640) -> dict[s
 
 
 def format_rows(rows: Sequence[BenchResult], reference: Optional[BenchResult] = None) -> str:
-    """A text table; with ``reference`` a column of time ratios against it."""
-    header = f"{'model':<22}{'mode':<16}{'median ms':>10}{'p25':>9}{'p75':>9}{'dets':>6}{'thr':>4}"
+    """A text table; with ``reference`` columns of wall- and CPU-time ratios against it."""
+    header = f"{'model':<22}{'mode':<16}{'median ms':>10}{'p25':>9}{'p75':>9}{'cpu ms':>9}{'dets':>6}{'thr':>4}"
     if reference is not None:
-        header += f"{'x ' + reference.name + ' ' + reference.mode:>28}"
+        header += f"{'wall/ref':>10}{'cpu/ref':>9}"
     lines = [header]
     for r in rows:
         line = (f"{r.name:<22}{r.mode:<16}{r.median_ms:>10.1f}{r.p25_ms:>9.1f}{r.p75_ms:>9.1f}"
-                f"{r.detections:>6.0f}{r.threads:>4}")
+                f"{r.cpu_median_ms:>9.1f}{r.detections:>6.0f}{r.threads:>4}")
         if reference is not None:
-            line += f"{r.median_ms / reference.median_ms:>28.2f}"
+            line += f"{r.median_ms / reference.median_ms:>10.2f}{r.cpu_median_ms / reference.cpu_median_ms:>9.2f}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def current_rss_mib() -> float:
+    """Current resident set size of this process, MiB (Linux ``/proc/self/status``; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def fast_accuracy(recipe: Any, checkpoint: Optional[str] = None, max_videos: Optional[int] = None) -> dict[str, float]:
+    """Accuracy guard of the fast path on ``recipe``'s ``data.test`` videos.
+
+    Runs the fp32 and the fast :class:`~crossvis.engine.predictor.Predictor` pipelines on the same
+    frames and returns ``matched`` (fp32 detections whose best fast detection of the same class has
+    box IoU > 0.5), ``mean_mask_iou`` over those, and the YouTube-VIS ``AP_fp32`` / ``AP_fast``.
+    """
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+    from torchvision.ops import box_iou
+
+    from crossvis.engine.fast import FastInference
+    from crossvis.engine.predictor import Predictor
+    from crossvis.eval import evaluate_ytvis
+    from crossvis.recipes import load_recipe
+
+    recipe = load_recipe(recipe)
+    test = recipe.get("data", {}).get("test") or {}
+    if not test.get("annotations") or not test.get("images"):
+        raise CrossVISError("the accuracy check needs data.test.annotations and data.test.images in the recipe")
+    gt = json.loads(Path(test["annotations"]).read_text())
+    videos = gt["videos"][:max_videos] if max_videos else gt["videos"]
+    exact = Predictor(recipe, checkpoint=checkpoint, device="cpu")
+    fast = Predictor(recipe, checkpoint=checkpoint, device="cpu")
+    fast._forward = FastInference(fast.model).predict
+    results: dict[str, list] = {"fp32": [], "fast": []}
+    ious: list[float] = []
+    for video in videos:
+        frames = [np.asarray(Image.open(Path(test["images"]) / name).convert("RGB")) for name in video["file_names"]]
+        for a, b in zip(exact.track(frames), fast.track(frames)):
+            if len(a.track_ids) and len(b.track_ids):
+                overlap = box_iou(a.boxes, b.boxes)
+                overlap[a.labels[:, None] != b.labels[None, :]] = 0
+                best, index = overlap.max(dim=1)
+                for i in torch.nonzero(best > 0.5).flatten().tolist():
+                    ma, mb = a.masks[i], b.masks[index[i]]
+                    union = (ma | mb).sum().item()
+                    ious.append((ma & mb).sum().item() / union if union else 1.0)
+        results["fp32"] += exact.video_results(video["id"])
+        results["fast"] += fast.video_results(video["id"])
+    subset = dict(gt, videos=videos, annotations=[a for a in gt["annotations"]
+                                                  if a["video_id"] in {v["id"] for v in videos}])
+    ap = {k: evaluate_ytvis(subset, v, allow_empty=True)["AP"] for k, v in results.items()}
+    return {"matched": float(len(ious)), "mean_mask_iou": float(np.mean(ious)) if ious else float("nan"),
+            "AP_fp32": ap["fp32"], "AP_fast": ap["fast"]}

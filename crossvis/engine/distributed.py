@@ -4,6 +4,15 @@
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and starts a process group
 (NCCL when the run uses CUDA, gloo otherwise). Without those variables everything here degrades to
 a single process: rank 0 of a world of size 1.
+
+What a multi-process run shares with a single-process run of the same ``solver.ims_per_batch``:
+the sampler gives every rank its contiguous slice of the same global batch, DDP averages the
+gradients, and the criterion averages the FCOS normalisers (positive counts) over ranks, so the
+detection losses match. BatchNorm layers (mask branch, embedding head, a BN backbone) use
+per-rank batch statistics, as in the official per-GPU training (no SyncBN), so the mask and
+embedding losses differ slightly (tests/engine/test_distributed.py states the measured sizes).
+Only rank 0 writes logs, checkpoints and the evaluation; random-generator states saved in a
+checkpoint are rank 0's and are restored on every rank.
 """
 from __future__ import annotations
 
@@ -89,7 +98,7 @@ def all_reduce_mean(values: dict[str, float], device: Any = "cpu") -> dict[str, 
     """Average a dict of Python floats over ranks (identity in a single process)."""
     if not is_distributed() or not values:
         return dict(values)
-    keys = sorted(values)
+    keys = list(values)  # every rank has the same keys in the same order (the model's loss dict)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     t /= get_world_size()

@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from crossvis.structures import CrossVISError, FrameDetections
 
-__all__ = ["FastSettings", "FastInference", "fast_settings", "resolve_autocast_dtype", "cpu_supports_bf16"]
+__all__ = ["FastSettings", "FastInference", "fast_settings", "resolve_autocast_dtype", "cpu_supports_bf16",
+           "use_fast_inference"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -110,7 +111,7 @@ class FastInference:
     Args:
         model: a built model with ``preprocessor``, ``network`` and ``postprocessor`` (CondInst,
             CrossVIS). It is switched to eval mode; with ``channels_last`` its network weights are
-            converted in place (results of the ordinary ``model.predict`` are unaffected).
+            converted in place (``model.predict`` keeps working; only float rounding changes).
         settings: see :class:`FastSettings`.
 
     Example::
@@ -161,3 +162,15 @@ class FastInference:
             return model.postprocessor(outputs, sizes, orig)
 
     __call__ = predict
+
+
+def use_fast_inference(predictor: Any, settings: Optional[FastSettings] = None) -> FastInference:
+    """Route a :class:`~crossvis.engine.predictor.Predictor`'s forward passes through the fast path.
+
+    ``settings`` default to the predictor recipe's ``inference:`` section.
+    """
+    if settings is None:
+        settings = fast_settings(predictor.recipe)[1]
+    fast = FastInference(predictor.model, settings)
+    predictor._forward = fast.predict
+    return fast

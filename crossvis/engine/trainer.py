@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -99,7 +98,7 @@ class Trainer:
         if model is None:
             from crossvis.models import build_model
 
-            model = build_model(self.resolved_recipe, num_classes=self.num_classes,
+            model = build_model(_without_weights(self.resolved_recipe), num_classes=self.num_classes,
                                 num_identities=self.num_identities)
         model.to(self.device)
         weights = _get(recipe, "model.weights")
@@ -279,6 +278,12 @@ class Trainer:
                                                 self.output_dir / "eval", self.device)
         dist_utils.barrier()
         return {"iteration": self.iteration, "final_checkpoint": final, "metrics": eval_metrics}
+
+
+def _without_weights(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without ``model.weights`` (an engine key, not a model constructor argument)."""
+    model = {k: v for k, v in recipe.get("model", {}).items() if k != "weights"}
+    return {**recipe, "model": model}
 
 
 def _get(recipe: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

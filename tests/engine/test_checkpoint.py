@@ -79,3 +79,23 @@ def test_a_dict_without_tensors_is_not_a_checkpoint(tmp_path):
     torch.save({"lr": 0.1}, path)
     with pytest.raises(CrossVISError, match="config.pth contains no tensors"):
         load_weights(_Net(3), path)
+
+
+def test_quickstart_model_transfers_between_class_counts(tmp_path, capsys):
+    from crossvis.models import build_model
+    from crossvis.recipes import load_recipe
+
+    recipe = load_recipe("crossvis:quickstart_synthetic")
+    src = build_model(recipe, num_classes=4, num_identities=30)
+    path = tmp_path / "four_classes.pth"
+    torch.save({"model": src.state_dict(), "iteration": 100}, path)
+    dst = build_model(recipe, num_classes=3, num_identities=7)
+    report = load_weights(dst, path)
+    skipped = {k: v for k, v in report.skipped.items()}
+    assert any(a[0] == 4 and b[0] == 3 for a, b in skipped.values())        # the class logits
+    assert any(a[0] == 30 and b[0] == 7 for a, b in skipped.values())       # the identity proxies
+    assert not report.missing and not report.unexpected
+    assert len(report.loaded) + len(report.skipped) == len(src.state_dict())
+    shared = [k for k in report.loaded if k.endswith("weight")]
+    assert all(torch.equal(dst.state_dict()[k], src.state_dict()[k]) for k in shared)
+    assert "skipped" in capsys.readouterr().out

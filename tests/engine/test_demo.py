@@ -80,6 +80,17 @@ def test_demo_on_a_frame_folder_of_odd_size_with_max_frames(model_files, tmp_pat
     check_results(out, 3, 61, 83)
 
 
+def test_demo_refuses_frames_of_changing_size(model_files, tmp_path, capsys):
+    root, recipe, ckpt = model_files
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(synthetic_frames(1, 64, 96)[0]).save(folder / "0.png")
+    Image.fromarray(synthetic_frames(1, 80, 96)[0]).save(folder / "1.png")
+    code = main(["demo", str(folder), "--recipe", str(recipe), "--checkpoint", str(ckpt),
+                 "--output", str(tmp_path / "out"), "--no-progress", "--no-video"])
+    assert code == 2 and "frame 1 is 96x80 but the first frame is 96x64" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("missing", ["input", "recipe", "checkpoint"])
 def test_demo_missing_files_are_one_line_errors(model_files, tmp_path, capsys, missing):
     root, recipe, ckpt = model_files

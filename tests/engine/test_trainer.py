@@ -1,10 +1,5 @@
-"""The training loop on a toy model: outputs, events, exact resume (in-process and after SIGKILL),
-and a two-process torchrun run against a single process with the same total batch."""
+"""The training loop on a toy model: outputs, events, exact in-process resume, errors."""
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +11,6 @@ from engine_toys import ToyModel, ToyPairDataset, toy_recipe
 from crossvis.engine.trainer import Trainer
 from crossvis.plugins import get_plugin_manager, hookimpl
 from crossvis.structures import CrossVISError
-
-HERE = Path(__file__).resolve().parent
 
 
 def _losses(out: Path) -> dict[int, dict[str, float]]:
@@ -83,17 +76,6 @@ def test_resume_in_process_reproduces_the_uninterrupted_losses(reference_run, tm
     assert _losses(tmp_path) == _losses(reference_run)  # exact equality on CPU
 
 
-def test_sigkill_then_resume_matches(reference_run, tmp_path):
-    script = [sys.executable, str(HERE / "toy_train.py"), str(tmp_path)]
-    killed = subprocess.run(script + ["--kill-after", "3"], capture_output=True, text=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
-    assert (tmp_path / "checkpoints" / "last_checkpoint").read_text().strip() == "model_0000002.pth"
-    done = subprocess.run(script + ["--resume"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "resumed from" in done.stdout
-    assert _losses(tmp_path) == _losses(reference_run)
-
-
 def test_training_events_reach_plugins(tmp_path):
     seen = []
 
@@ -125,22 +107,13 @@ def test_nan_loss_is_a_clear_error(tmp_path):
         _train(tmp_path, base_lr=float("nan"), warmup_iters=0)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_two_process_torchrun_matches_a_single_process(tmp_path):
-    """GroupNorm toy: each rank averages its 2 samples, DDP averages ranks, so the first-iteration
-    loss (before any update) equals the single-process 4-sample mean up to float rounding."""
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    base = [str(HERE / "toy_train.py"), "--max-iter", "2"]
-    r = subprocess.run([sys.executable, base[0], str(single), *base[1:]], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", base[0], str(multi),
-                        *base[1:]], capture_output=True, text=True, timeout=90, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    a, b = _losses(single), _losses(multi)
-    assert sorted(b) == [1, 2]
-    assert b[1]["total_loss"] == pytest.approx(a[1]["total_loss"], rel=1e-5)
-    # gradients are averaged over ranks, so the second iteration matches too
-    assert b[2]["total_loss"] == pytest.approx(a[2]["total_loss"], rel=1e-5)
-    assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["last_checkpoint", "model_final.pth"]
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    recipe = toy_recipe()
+    recipe["runtime"]["tensorboard"] = True
+    with pytest.raises(CrossVISError, match="pip install tensorboard"):
+        Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset()).train()
