@@ -283,7 +283,7 @@ def fast_accuracy(recipe: Any, checkpoint: Optional[str] = None, max_videos: Opt
     results: dict[str, list] = {"fp32": [], "fast": []}
     ious: list[float] = []
     for video in videos:
-        frames = [np.asarray(Image.open(Path(test["images"]) / name).convert("RGB")) for name in video["file_names"]]
+        frames = [np.array(Image.open(Path(test["images"]) / name).convert("RGB")) for name in video["file_names"]]
         for a, b in zip(exact.track(frames), fast.track(frames)):
             if len(a.track_ids) and len(b.track_ids):
                 overlap = box_iou(a.boxes, b.boxes)

@@ -14,6 +14,8 @@ __all__ = ["build_model"]
 _COMPONENT_KINDS = {"backbone": "backbone", "neck": "neck", "head": "head", "mask_branch": "head",
                     "embedding_loss": "loss"}
 _WIRING_KEYS = ("num_classes", "num_identities")
+#: Keys of a model node read by other parts (the engine's initial weights), not by the model.
+_ENGINE_KEYS = ("weights",)
 
 
 def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes: Optional[int] = None,
@@ -62,7 +64,7 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
         if key in node:
             parts[key] = build(_COMPONENT_KINDS[key], node[key], where=_path(node, key),
                                input_shape=shapes, **inject)
-    rest = _without(node, set(_COMPONENT_KINDS) | set(_WIRING_KEYS))
+    rest = _without(node, set(_COMPONENT_KINDS) | set(_WIRING_KEYS) | set(_ENGINE_KEYS))
     return build("model", rest, where=_path(node, None), **parts, **inject)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from tracking_fixtures import save_checkpoint, synthetic_frames, tiny_recipe
+from tracking_fixtures import save_checkpoint, single_thread, synthetic_frames, tiny_recipe  # noqa: F401 (autouse fixture)
 
 from crossvis.cli import main
 from crossvis.data.video import open_video_source, write_video

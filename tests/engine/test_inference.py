@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from torch import nn
-from tracking_fixtures import save_checkpoint, tiny_recipe
+from tracking_fixtures import save_checkpoint, single_thread, tiny_recipe  # noqa: F401 (autouse fixture)
 
 from crossvis.cli import main
 from crossvis.data import generate_synthetic_dataset

@@ -8,7 +8,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from torch import nn
-from tracking_fixtures import save_checkpoint, synthetic_frames, tiny_recipe
+from tracking_fixtures import save_checkpoint, single_thread, synthetic_frames, tiny_recipe  # noqa: F401 (autouse fixture)
 
 from crossvis.engine.predictor import Predictor
 from crossvis.structures import CrossVISError, FrameDetections, TrackedInstances

@@ -5,6 +5,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 #: ResNet-18 + a 32-channel FPN; score_threshold 0 so that random weights still give detections.
@@ -50,3 +51,12 @@ def synthetic_frames(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
         image = np.clip(image.astype(np.int16) + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
         frames.append(image)
     return frames
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: far faster for tiny models on a small, shared CPU; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
