@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -84,6 +85,10 @@ def infer_and_evaluate(predictor: Any, annotations: Union[str, os.PathLike], ima
     write_submission_zip(output_dir / "results.json", output_dir / "results.zip")
     if not dataset.data.has_annotations:
         return None
-    metrics = evaluate_ytvis(str(annotations), results)
+    if not results:
+        print(f"crossvis: warning: the model detected nothing on {annotations}; every metric is 0",
+              file=sys.stderr)
+    # An empty prediction list is a legitimate outcome here (AP 0), not an input error.
+    metrics = evaluate_ytvis(str(annotations), results, allow_empty=True)
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
