@@ -35,8 +35,9 @@ class Predictor:
             match the model exactly; ``None`` keeps the random initialisation.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:K"``; default ``recipe.runtime.device`` (``auto``:
             CUDA when available).
-        fast: reserved for the optimised inference path; every forward pass goes through
-            :meth:`_forward`, which that path replaces.
+        fast: use :class:`crossvis.engine.fast.FastInference` (channels-last, bf16/fp16 autocast for
+            the network, fp32 post-processing) for every forward pass; also switched on by the
+            recipe's ``inference: {fast: true}`` (options from that section).
 
     ``num_classes`` / ``num_identities`` come from ``recipe.model``, else the checkpoint's embedded
     recipe, else the recipe's annotation files (``data.train``, then ``data.test``).
@@ -65,6 +66,12 @@ class Predictor:
         if ckpt is not None:
             load_model_weights(self.model, ckpt, str(checkpoint))
         self.model.eval().to(self.device)
+        from crossvis.engine.fast import fast_settings, use_fast_inference
+
+        enabled, settings = fast_settings(self.recipe)
+        self.fast = self.fast or enabled
+        if self.fast:
+            use_fast_inference(self, settings)
         self._set_up_tracking()
 
     @classmethod

@@ -101,3 +101,19 @@ def test_recipe_switch():
 def test_non_condinst_model_is_rejected():
     with pytest.raises(CrossVISError, match="CondInst-style model"):
         FastInference(torch.nn.Linear(2, 2))
+
+
+def test_predictor_fast_flag_and_recipe_switch_use_the_fast_path():
+    import numpy as np
+
+    from crossvis.engine.predictor import Predictor
+
+    frame = np.ascontiguousarray(_frames()[0].permute(1, 2, 0).numpy())
+    plain = Predictor(RECIPE, device="cpu")
+    assert not plain.fast and plain._forward.__self__ is plain
+    flagged = Predictor(RECIPE, device="cpu", fast=True)
+    assert flagged.fast and isinstance(flagged._forward.__self__, FastInference)
+    switched = Predictor(load_recipe(RECIPE, ["inference.fast=true", "inference.dtype=fp32"]), device="cpu")
+    assert switched.fast and switched._forward.__self__.autocast_dtype is None
+    out = next(iter(flagged.track([frame])))
+    assert out.masks.shape[1:] == (60, 90)
