@@ -1,6 +1,7 @@
 """Plugin discovery, isolation of broken plugins, and the example plugin end to end."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -107,8 +108,11 @@ def test_broken_import_and_allow_list(tmp_path):
 
 def test_example_plugin_installs_and_builds_from_yaml(tmp_path):
     target = tmp_path / "site"
+    source = tmp_path / "plugin-src"  # a copy, so the build leaves nothing in the repository
+    shutil.copytree(REPO / "examples" / "plugin", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                          "--quiet", "--target", str(target), str(REPO / "examples" / "plugin")],
+                          "--quiet", "--target", str(target), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
     res = run_crossvis(["components", "--kind", "backbone", "--json"], pythonpath=target)

@@ -55,17 +55,36 @@ def _build_transform(transforms: Any) -> Optional[ClipTransform]:
     return Compose(built)
 
 
-class _VISBase(Dataset):
-    """Shared reading, indexing and seeding for the frame and pair datasets."""
+class _AnnotatedDataset(Dataset):
+    """An annotation file plus the folder its ``file_names`` are relative to, and its metadata."""
 
-    def __init__(self, annotations: str, images: str, transforms: Any = None,
-                 seed: Optional[int] = None) -> None:
+    def __init__(self, annotations: str, images: str) -> None:
         self.annotations_path = Path(annotations)
         self.images_root = Path(images)
         if not self.images_root.is_dir():
             raise CrossVISError(f"images folder not found: {self.images_root}; set it to the folder the "
                                 f"JSON file_names are relative to")
         self.data: VISAnnotations = load_vis_annotations(self.annotations_path)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def num_identities(self) -> int:
+        return self.data.num_identities
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.data.class_names
+
+
+class _VISBase(_AnnotatedDataset):
+    """Shared reading, indexing and seeding for the frame and pair datasets."""
+
+    def __init__(self, annotations: str, images: str, transforms: Any = None,
+                 seed: Optional[int] = None) -> None:
+        super().__init__(annotations, images)
         self.transforms = _build_transform(transforms)
         self.seed = int(seed) if seed is not None else int(torch.initial_seed()) % (2 ** 63)
         self.epoch = 0
@@ -78,19 +97,6 @@ class _VISBase(Dataset):
             kept = [f for f in range(len(video)) if any(t.segmentations[f] is not None for t in tracks)]
             self.kept_by_video[video.id] = kept
             self.frames.extend((video.id, f) for f in kept)
-
-    # -- metadata -----------------------------------------------------------------------------
-    @property
-    def num_classes(self) -> int:
-        return self.data.num_classes
-
-    @property
-    def num_identities(self) -> int:
-        return self.data.num_identities
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.data.class_names
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -211,7 +217,7 @@ class FrameStream:
             yield torch.from_numpy(read_image(p)).permute(2, 0, 1).contiguous()
 
 
-class YTVISVideoDataset(Dataset):
+class YTVISVideoDataset(_AnnotatedDataset):
     """One item per video, for online inference (ground truth, if any, is not returned).
 
     Args:
@@ -223,25 +229,8 @@ class YTVISVideoDataset(Dataset):
     """
 
     def __init__(self, annotations: str, images: str) -> None:
-        self.annotations_path = Path(annotations)
-        self.images_root = Path(images)
-        if not self.images_root.is_dir():
-            raise CrossVISError(f"images folder not found: {self.images_root}; set it to the folder the "
-                                f"JSON file_names are relative to")
-        self.data = load_vis_annotations(self.annotations_path)
+        super().__init__(annotations, images)
         self.videos: list[VideoRecord] = list(self.data.videos)
-
-    @property
-    def num_classes(self) -> int:
-        return self.data.num_classes
-
-    @property
-    def num_identities(self) -> int:
-        return self.data.num_identities
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.data.class_names
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -12,6 +12,7 @@ Example::
 from crossvis.trackers.accumulate import VideoAccumulator, encode_masks
 from crossvis.trackers.crossvis_tracker import CrossVISTracker
 from crossvis.trackers.masktrack import MaskTrackScoringTracker
-from crossvis.trackers.memory import TrackMemory
+from crossvis.trackers.memory import OnlineTracker, TrackMemory
 
-__all__ = ["CrossVISTracker", "MaskTrackScoringTracker", "VideoAccumulator", "TrackMemory", "encode_masks"]
+__all__ = ["CrossVISTracker", "MaskTrackScoringTracker", "OnlineTracker", "VideoAccumulator", "TrackMemory",
+           "encode_masks"]

@@ -9,12 +9,12 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from crossvis.structures import CrossVISError, FrameDetections
-from crossvis.trackers.memory import TrackMemory
+from crossvis.trackers.memory import OnlineTracker
 
 __all__ = ["CrossVISTracker"]
 
 
-class CrossVISTracker:
+class CrossVISTracker(OnlineTracker):
     """Greedy online tracker: cosine similarity of embeddings + box IoU, gated by class.
 
     With the default arguments this is exactly the released CrossVIS tracker:
@@ -66,15 +66,6 @@ class CrossVISTracker:
         self.max_age = max_age
         self.min_new_score = None if min_new_score is None else float(min_new_score)
         self.reset()
-
-    def reset(self) -> None:
-        """Forget every track (call between videos)."""
-        self.memory = TrackMemory()
-        self.frame_index = 0
-
-    @property
-    def num_tracks(self) -> int:
-        return len(self.memory)
 
     def match_scores(self, det: FrameDetections) -> Tensor:
         """Match scores of the detections against the current memory: float32 [N, K].

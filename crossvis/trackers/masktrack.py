@@ -9,12 +9,12 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from crossvis.structures import CrossVISError, FrameDetections
-from crossvis.trackers.memory import TrackMemory
+from crossvis.trackers.memory import OnlineTracker
 
 __all__ = ["MaskTrackScoringTracker"]
 
 
-class MaskTrackScoringTracker:
+class MaskTrackScoringTracker(OnlineTracker):
     """Online tracker scoring each (detection, slot) pair as MaskTrack R-CNN does.
 
     For detection ``i`` the slots are ``[new, track 0, ..., track K-1]``. The matching likelihood is
@@ -58,15 +58,6 @@ class MaskTrackScoringTracker:
         self.w_det, self.w_iou, self.w_cat = float(w_det), float(w_iou), float(w_cat)
         self.assignment = assignment
         self.reset()
-
-    def reset(self) -> None:
-        """Forget every track (call between videos)."""
-        self.memory = TrackMemory()
-        self.frame_index = 0
-
-    @property
-    def num_tracks(self) -> int:
-        return len(self.memory)
 
     def slot_scores(self, det: FrameDetections) -> Tensor:
         """float32 [N, 1 + K]: column 0 is the "new" slot, column ``1 + k`` is track ``k``."""

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from crossvis.structures import CrossVISError, FrameDetections
 
-__all__ = ["TrackMemory"]
+__all__ = ["TrackMemory", "OnlineTracker"]
 
 
 class TrackMemory:
@@ -82,3 +82,22 @@ class TrackMemory:
             self.boxes.to(device), self.labels.to(device), self.last_frame.to(device))
         if self.embeddings is not None:
             self.embeddings = self.embeddings.to(device)
+
+
+class OnlineTracker:
+    """Base of the online trackers: a :class:`TrackMemory` and a frame counter per video.
+
+    Subclasses implement ``update(det: FrameDetections) -> Tensor`` (int64 [N] track ids).
+    """
+
+    def reset(self) -> None:
+        """Forget every track (call between videos)."""
+        self.memory = TrackMemory()
+        self.frame_index = 0
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self.memory)
+
+    def update(self, det: FrameDetections) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

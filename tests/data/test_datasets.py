@@ -129,7 +129,7 @@ def test_pair_frames_share_scale_and_flip(list_dataset):
             expected = torch.nn.functional.interpolate(p[key]["instances"]["masks"][:, None].float(),
                                                        size=q[key]["image"].shape[1:], mode="nearest-exact")
             expected = expected[:, 0].flip(-1).to(torch.uint8)
-            keep = expected.flatten(1).any(1)
+            keep = expected.flatten(1).bool().any(1)
             np.testing.assert_array_equal(q[key]["instances"]["masks"].numpy(), expected[keep].numpy())
             assert torch.equal(q[key]["instances"]["ids"], p[key]["instances"]["ids"][keep])
             if len(expected[keep]):
