@@ -1,4 +1,4 @@
-"""``crossvis evaluate``: score a YouTube-VIS results file against annotations (official AP/AR)."""
+"""``crossvis evaluate``: score a YouTube-VIS results file against annotations (official YouTube-VIS or OVIS AP/AR)."""
 from __future__ import annotations
 
 import argparse
@@ -6,19 +6,22 @@ import json
 import sys
 import warnings
 
-from crossvis.eval import METRIC_KEYS, evaluate_ytvis
+from crossvis.eval import PROTOCOLS, YTVISEvaluator
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="score a YouTube-VIS results file (official AP/AR)",
         description="Score a YouTube-VIS results JSON against ground truth with the official YouTube-VIS "
-                    "AP/AR (fractions; -1 where undefined). The annotations may be per-track YouTube-VIS or "
-                    "per-frame CocoVID JSON.")
+                    "AP/AR, or the official OVIS AP/AR with --protocol ovis (fractions; -1 where undefined). The "
+                    "annotations may be per-track YouTube-VIS or per-frame CocoVID JSON.")
     parser.add_argument("--annotations", required=True, metavar="GT.json", help="ground-truth annotation JSON")
     parser.add_argument("--results", required=True, metavar="RESULTS.json", help="results JSON (list of predictions)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with all metrics")
     parser.add_argument("--per-category", action="store_true", help="also print the AP of every category")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ytvis",
+                        help="ytvis (default): the 12 YouTube-VIS metrics; ovis: the 18 OVIS metrics with the "
+                             "occlusion bins APso/APmo/APho (needs 'occlusion' labels on every ground-truth track)")
     parser.set_defaults(func=run)
 
 
@@ -26,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
-        metrics = evaluate_ytvis(args.annotations, args.results)
+        evaluator = YTVISEvaluator(args.annotations, protocol=args.protocol)
+        if args.protocol == "ytvis" and evaluator.gt.all_have_occlusion:
+            print("crossvis: note: every ground-truth track has occlusion labels; pass --protocol ovis for the "
+                  "OVIS metrics (APso/APmo/APho)", file=sys.stderr)
+        metrics = evaluator.evaluate(args.results)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -44,7 +51,7 @@ def format_table(metrics: dict[str, float], per_category: bool = False) -> str:
         return f"{'-':>6}" if v < 0 else f"{100 * v:6.2f}"
 
     lines = [f"{'metric':<10} {'value':>6}", "-" * 17]
-    lines += [f"{key:<10} {cell(metrics[key])}" for key in METRIC_KEYS]
+    lines += [f"{key:<10} {cell(value)}" for key, value in metrics.items() if not key.startswith("AP/")]
     if per_category:
         rows = [(k[3:], v) for k, v in metrics.items() if k.startswith("AP/")]
         width = max([len(name) for name, _ in rows] + [8])

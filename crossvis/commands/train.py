@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a model from a recipe",
         description="Train a model from a recipe. Writes DIR/recipe.yaml, DIR/metrics.jsonl, "
                     "DIR/checkpoints/ and, when data.test is set, DIR/eval/. Multi-process: "
-                    "torchrun --nproc_per_node N $(which crossvis) train ...")
+                    "torchrun --nproc_per_node N -m crossvis train ...")
     p.add_argument("recipe", help="recipe YAML file or crossvis:NAME")
     p.add_argument("--output", required=True, metavar="DIR", help="run folder")
     add_set_argument(p)

@@ -89,6 +89,10 @@ class Trainer:
         self.is_main = self.rank == 0
         self.max_iter = self.solver.max_iter
         self.iteration = 0
+        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep_last=self.solver.keep_last)
+        if not resume and self.checkpointer.latest() is not None:
+            raise CrossVISError(f"{self.output_dir} already holds checkpoints; pass --resume (resume=True) to "
+                                f"continue that run, or choose another output folder")
         seed_everything(self.runtime.seed)
 
         self.train_dataset = train_dataset if train_dataset is not None else self._build_train_dataset()
@@ -112,12 +116,8 @@ class Trainer:
             print("crossvis: note: solver.amp is ignored on CPU (mixed precision is used on CUDA only)")
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self._model = model
-        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep_last=self.solver.keep_last)
         if resume:
             self._resume()
-        elif self.checkpointer.latest() is not None:
-            raise CrossVISError(f"{self.output_dir} already holds checkpoints; pass --resume (resume=True) to "
-                                f"continue that run, or choose another output folder")
         self.model = self._wrap(model)
 
     # -- construction helpers -------------------------------------------------------------------

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from crossvis.eval.jsonio import read_json
+from crossvis.eval.ovis import occlusion_score
 from crossvis.eval.tracks import Track, rle_areas
 from crossvis.errors import CrossVISError
 
@@ -119,6 +120,9 @@ class GroundTruth:
         category_names: id -> name.
         tracks: (video_id, category_id) -> ground-truth tracks in JSON order.
         source: file name or "<dict>" for messages.
+        frame_counts: video_id -> number of frames, from the video's ``length`` (else its
+            ``file_names``, else its first ground-truth track); read for OVIS only, else empty.
+        all_have_occlusion: every scored track carries an ``occlusion`` key (OVIS-style file).
     """
 
     video_ids: list
@@ -126,10 +130,12 @@ class GroundTruth:
     category_names: dict
     tracks: dict[tuple, list[Track]]
     source: str
+    frame_counts: dict = field(default_factory=dict)
+    all_have_occlusion: bool = False
 
 
-def load_ground_truth(gt: dict | str | os.PathLike) -> GroundTruth:
-    """Read (if a path) and prepare YouTube-VIS ground truth in either layout."""
+def load_ground_truth(gt: dict | str | os.PathLike, occlusion: bool = False) -> GroundTruth:
+    """Read (if a path) and prepare YouTube-VIS ground truth in either layout (``occlusion``: for OVIS)."""
     source = "<dict>"
     if isinstance(gt, (str, os.PathLike)):
         source = os.fspath(gt)
@@ -138,15 +144,23 @@ def load_ground_truth(gt: dict | str | os.PathLike) -> GroundTruth:
         raise CrossVISError(f"annotations {source} must be a JSON object with videos, categories and annotations")
     if is_cocovid(gt):
         gt = cocovid_to_ytvis(gt)
-    return prepare_ground_truth(gt, source)
+    return prepare_ground_truth(gt, source, occlusion)
 
 
-def prepare_ground_truth(gt: dict, source: str = "<dict>") -> GroundTruth:
+def prepare_ground_truth(gt: dict, source: str = "<dict>", occlusion: bool = False) -> GroundTruth:
     """Prepare a per-track YouTube-VIS dict (reference §3.2); ``gt`` is not modified.
 
     Videos and categories are sorted by id; tracks of unknown videos or categories are dropped;
     masks are converted to compressed RLE; ``avg_area`` is the mean of the truthy JSON ``areas``;
     ``ignore`` is the truthiness of ``iscrowd`` (missing ``iscrowd`` reads as 0).
+
+    With ``occlusion`` (the OVIS evaluation, §3.9) every kept track must carry ``occlusion`` labels,
+    which become ``Track.occlusion`` (:func:`crossvis.eval.ovis.occlusion_score`), and must list
+    as many frames as its video (``frame_counts``).
+
+    Raises:
+        CrossVISError: malformed videos, categories or tracks; for OVIS, a track without usable
+            ``occlusion`` labels or with the wrong number of frames (naming the track id).
     """
     for key in ("videos", "categories"):
         if not isinstance(gt.get(key), list):
@@ -164,6 +178,8 @@ def prepare_ground_truth(gt: dict, source: str = "<dict>") -> GroundTruth:
 
     tracks: dict[tuple, list[Track]] = {}
     seen_ids: set = set()
+    all_have_occlusion = True
+    frame_counts = {vid: _declared_frames(v) for vid, v in videos.items()} if occlusion else {}
     for n, ann in enumerate(gt.get("annotations") or []):
         what = f"annotations {source}: annotation #{n}"
         _require(ann, ("id", "video_id", "category_id", "segmentations", "areas"), what)
@@ -174,8 +190,36 @@ def prepare_ground_truth(gt: dict, source: str = "<dict>") -> GroundTruth:
         if ann["video_id"] not in videos or ann["category_id"] not in cat_set:
             continue
         track = _gt_track(ann, videos[ann["video_id"]], n, what)
+        all_have_occlusion = all_have_occlusion and "occlusion" in ann
+        if occlusion:
+            _add_occlusion(track, ann, frame_counts, f"annotations {source}: track id {ann['id']!r}")
         tracks.setdefault((track.video_id, track.category_id), []).append(track)
-    return GroundTruth(video_ids, category_ids, categories, tracks, source)
+    return GroundTruth(video_ids, category_ids, categories, tracks, source,
+                       {vid: n for vid, n in frame_counts.items() if n is not None},
+                       all_have_occlusion and bool(tracks))
+
+
+def _declared_frames(video: dict) -> int | None:
+    """A video's frame count from ``length``, else ``file_names``; None when it declares neither."""
+    if isinstance(video.get("length"), int):
+        return video["length"]
+    if isinstance(video.get("file_names"), list):
+        return len(video["file_names"])
+    return None
+
+
+def _add_occlusion(track: Track, ann: dict, frame_counts: dict, what: str) -> None:
+    """Set the OVIS occlusion score of ``track``; check its length against (or record) the video's."""
+    if "occlusion" not in ann:
+        raise CrossVISError(f"{what} has no 'occlusion' list; the OVIS evaluation needs per-frame occlusion "
+                            "labels on every ground-truth track (use the YouTube-VIS protocol for files without them)")
+    track.occlusion = occlusion_score(ann["occlusion"], what)
+    expected = frame_counts.get(track.video_id)
+    if expected is None:
+        frame_counts[track.video_id] = len(track)
+    elif len(track) != expected:
+        raise CrossVISError(f"{what} has {len(track)} 'segmentations' entries but video {track.video_id!r} has "
+                            f"{expected} frames; the OVIS evaluation needs one entry per frame")
 
 
 def _sorted_ids(ids: dict, what: str, source: str) -> list:

@@ -39,6 +39,7 @@ class Track:
         ignore: truthiness of ``iscrowd`` (ground truth only).
         crowd: ``int(iscrowd) != 0``; a crowd track may absorb many predictions.
         index: position in the source list (JSON order for GT, results order for predictions).
+        occlusion: OVIS occlusion score in [0, 0.75] (ground truth read for OVIS only, else None).
     """
 
     video_id: Any
@@ -51,6 +52,7 @@ class Track:
     ignore: bool = False
     crowd: bool = False
     index: int = 0
+    occlusion: float | None = None
 
     def __len__(self) -> int:
         return len(self.segs)

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from crossvis.heads.sampled import conv2d_at_locations
 from crossvis.structures import CrossVISError, ShapeSpec
 
 __all__ = ["Scale", "FCOSHead", "conv_tower"]
@@ -108,21 +109,26 @@ class FCOSHead(nn.Module):
                 nn.init.constant_(module.bias, 0.0)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, features: Sequence[Tensor]) -> dict[str, list[Tensor]]:
+    def forward(self, features: Sequence[Tensor], dense_embeddings: bool = True) -> dict[str, list[Tensor]]:
         """Run the head on each level.
 
         Args:
             features: one float tensor [B, 256, h_l, w_l] per level of ``in_features``.
+            dense_embeddings: with an embedding tower, return the embedding of every location
+                (``embeddings``); ``False`` returns the tower output ``embed_features``
+                [B, 256, h, w] instead, for :meth:`embeddings_at` on chosen locations (inference).
 
         Returns:
             dict of per-level lists: ``cls_logits``, ``bbox_reg``, ``ctrness``, ``bbox_features``
-            and, with an embedding tower, ``embeddings`` (shapes in the class docstring).
+            and, with an embedding tower, ``embeddings`` or ``embed_features`` (shapes in the class
+            docstring).
         """
         if len(features) != len(self.scales):
             raise ValueError(f"FCOSHead built for {len(self.scales)} levels got {len(features)}")
         out: dict[str, list[Tensor]] = {"cls_logits": [], "bbox_reg": [], "ctrness": [], "bbox_features": []}
+        embed_key = "embeddings" if dense_embeddings else "embed_features"
         if self.embed_dim is not None:
-            out["embeddings"] = []
+            out[embed_key] = []
         for level, feature in enumerate(features):
             cls_feat = self.cls_tower(feature)
             bbox_feat = self.bbox_tower(feature)
@@ -131,5 +137,20 @@ class FCOSHead(nn.Module):
             out["ctrness"].append(self.ctrness(bbox_feat))
             out["bbox_features"].append(bbox_feat)
             if self.embed_dim is not None:
-                out["embeddings"].append(self.embed_norm(self.embed_pred(self.embed_tower(feature))))
+                embed_feat = self.embed_tower(feature)
+                out[embed_key].append(self.embed_norm(self.embed_pred(embed_feat)) if dense_embeddings else embed_feat)
         return out
+
+    def embeddings_at(self, embed_features: Tensor, index: Tensor) -> Tensor:
+        """Embeddings at chosen locations of one image's level.
+
+        Args:
+            embed_features: [256, h, w] the embedding tower output (``forward(...,
+                dense_embeddings=False)["embed_features"][level][image]``).
+            index: int64 [K] row-major locations.
+
+        Returns:
+            [K, D], equal to the dense ``embeddings`` read at ``index`` up to float rounding.
+        """
+        projected = conv2d_at_locations(self.embed_pred, embed_features, index)
+        return self.embed_norm(projected[:, :, None, None])[:, :, 0, 0]

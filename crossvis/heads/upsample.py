@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["aligned_bilinear"]
+__all__ = ["aligned_bilinear", "aligned_bilinear_unshifted"]
 
 
 def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
@@ -31,7 +31,23 @@ def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
     if factor == 1:
         return x
     h, w = x.shape[-2:]
-    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
-    x = F.pad(x, (factor // 2, 0, factor // 2, 0), mode="replicate")
+    x = F.pad(aligned_bilinear_unshifted(x, factor), (factor // 2, 0, factor // 2, 0), mode="replicate")
     return x[:, :, : factor * h, : factor * w]
+
+
+def aligned_bilinear_unshifted(x: Tensor, factor: int) -> Tensor:
+    """The interpolation step of :func:`aligned_bilinear`, before its shift by ``factor // 2``.
+
+    ``aligned_bilinear(x, f)[..., r, c] == aligned_bilinear_unshifted(x, f)[..., max(r - f//2, 0),
+    max(c - f//2, 0)]`` exactly; callers that crop or threshold the result can read this map with
+    that offset instead of materialising the padded copy.
+
+    Args:
+        x: float tensor [N, C, h, w]; factor: integer ≥ 1.
+
+    Returns:
+        float tensor [N, C, factor·h + 1, factor·w + 1].
+    """
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    return F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)

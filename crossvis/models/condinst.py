@@ -130,7 +130,9 @@ class CondInst(nn.Module):
     def predict(self, images: Sequence[Tensor]) -> list[FrameDetections]:
         """Detections for uint8 RGB frames [3, H, W] at their original sizes.
 
-        Runs in eval mode (the previous mode is restored afterwards).
+        Runs in eval mode (the previous mode is restored afterwards). The dynamic filters and
+        embeddings are computed only at the final detections' locations (``forward_network``
+        keeps returning the dense maps).
         """
         if not images:
             return []
@@ -139,9 +141,9 @@ class CondInst(nn.Module):
         try:
             resized = [self.preprocessor.resize_for_test(im.to(self.device)) for im in images]
             batch, sizes = self.preprocessor.batch(resized)
-            outputs = self.network(batch)
+            outputs = self.network(batch, dense=False)
             orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            return self.postprocessor(outputs, sizes, orig)
+            return self.postprocessor(outputs, sizes, orig, gather=self.network.at_locations)
         finally:
             self.train(was_training)
 

@@ -1,12 +1,12 @@
 """The CondInst network: backbone + neck + FCOS head + controller + mask branch (no losses, no post-processing)."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
 from crossvis.heads.fcos_head import FCOSHead
 from crossvis.heads.mask_branch import MaskBranch
+from crossvis.heads.sampled import conv2d_at_locations, gather_locations
 
 __all__ = ["CondInstNetwork", "flatten_levels"]
 
@@ -43,11 +43,15 @@ class CondInstNetwork(nn.Module):
     def strides(self) -> list[int]:
         return list(self.head.strides)
 
-    def forward(self, images: Tensor) -> dict[str, object]:
+    def forward(self, images: Tensor, dense: bool = True) -> dict[str, object]:
         """Raw outputs for a normalised, padded batch.
 
         Args:
             images: float32 [B, 3, H, W], H and W multiples of the coarsest stride.
+            dense: compute the controller and embedding maps everywhere (training, export).
+                ``False`` (inference) skips them and returns the tower outputs they are computed
+                from, ``bbox_features`` and ``embed_features`` [B, 256, h, w]; read them at the
+                kept locations with :meth:`at_locations`.
 
         Returns:
             dict with per-level lists ``cls_logits`` [B, C, h, w], ``bbox_reg`` [B, 4, h, w]
@@ -58,14 +62,41 @@ class CondInstNetwork(nn.Module):
         g = self.backbone_grad_scale
         if self.training and g != 1.0:
             features = {k: v * g + v.detach() * (1.0 - g) for k, v in features.items()}
-        head_out = self.head([features[f] for f in self.head.in_features])
+        head_out = self.head([features[f] for f in self.head.in_features], dense_embeddings=dense)
         out: dict[str, object] = {
             "cls_logits": head_out["cls_logits"],
             "bbox_reg": head_out["bbox_reg"],
             "ctrness": head_out["ctrness"],
-            "controller": [self.controller(f) for f in head_out["bbox_features"]],
             "mask_feats": self.mask_branch(features),
         }
-        if "embeddings" in head_out:
-            out["embeddings"] = head_out["embeddings"]
+        if dense:
+            out["controller"] = [self.controller(f) for f in head_out["bbox_features"]]
+        else:
+            out["bbox_features"] = head_out["bbox_features"]
+        for key in ("embeddings", "embed_features"):
+            if key in head_out:
+                out[key] = head_out[key]
         return out
+
+    def at_locations(self, outputs: dict, key: str, image: int, level: int, index: Tensor) -> Tensor:
+        """Per-location outputs ``key`` (``controller`` or ``embeddings``) of one image and level.
+
+        Works on dense outputs (reads the maps) and on ``forward(..., dense=False)`` outputs
+        (computes the controller / embedding projection at ``index`` only).
+
+        Args:
+            outputs: this network's outputs.
+            key: ``"controller"`` or ``"embeddings"``.
+            image, level: batch item and FPN level.
+            index: int64 [K] row-major locations of that level.
+
+        Returns:
+            [K, P] dynamic filters or [K, D] embeddings.
+        """
+        if key in outputs:
+            return gather_locations(outputs[key][level][image], index)
+        if key == "controller":
+            return conv2d_at_locations(self.controller, outputs["bbox_features"][level][image], index)
+        if key == "embeddings":
+            return self.head.embeddings_at(outputs["embed_features"][level][image], index)
+        raise KeyError(f"the network outputs have no per-location {key!r}")

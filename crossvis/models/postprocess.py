@@ -1,18 +1,28 @@
 """CondInst inference: FCOS decoding, class-aware NMS, dynamic masks at the original frame size."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from crossvis.heads.dynamic_mask_head import DynamicMaskHead, grid_locations
-from crossvis.heads.upsample import aligned_bilinear
+from crossvis.heads.dynamic_mask_head import DynamicMaskHead
+from crossvis.heads.sampled import gather_locations
+from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_unshifted
 from crossvis.structures import FrameDetections
 
-__all__ = ["CondInstPostProcessor"]
+__all__ = ["CondInstPostProcessor", "LocationGather", "dense_locations"]
+
+LocationGather = Callable[[dict, str, int, int, Tensor], Tensor]
+"""``gather(outputs, key, image, level, index) -> [K, C]``: per-location outputs ``key``
+(``"controller"`` or ``"embeddings"``) of one image and FPN level at row-major locations ``index``."""
+
+
+def dense_locations(outputs: dict, key: str, image: int, level: int, index: Tensor) -> Tensor:
+    """The default :data:`LocationGather`: reads the dense per-level maps ``outputs[key]``."""
+    return gather_locations(outputs[key][level][image], index)
 
 
 class CondInstPostProcessor(nn.Module):
@@ -25,87 +35,146 @@ class CondInstPostProcessor(nn.Module):
     clipped, empty boxes removed; masks come from the dynamic mask head, are upsampled to the
     padded input (aligned bilinear), cropped to the resized frame, resized bilinearly to the
     original frame and thresholded at ``mask_threshold``.
+
+    The dynamic filters and embeddings are read only for the final detections, so they may come
+    from dense maps or be computed at those locations (see :data:`LocationGather`). The resize is
+    skipped when the resized frame has the original size (it is the identity then).
+    ``mask_chunk_pixels`` bounds the float work buffers: masks are made
+    ``max(1, mask_chunk_pixels // (H·W))`` at a time (≈16 MiB, cache-friendly on CPU).
     """
 
     def __init__(self, strides: Sequence[int], mask_head: DynamicMaskHead, mask_feat_stride: int = 8,
                  score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_threshold: float = 0.6,
-                 max_detections: int = 100, mask_threshold: float = 0.5, mask_chunk: int = 16) -> None:
+                 max_detections: int = 100, mask_threshold: float = 0.5,
+                 mask_chunk_pixels: int = 1 << 22) -> None:
         super().__init__()
         self.strides = [int(s) for s in strides]
         self.mask_head = mask_head
         self.mask_feat_stride = int(mask_feat_stride)
         self.score_threshold, self.pre_nms_topk = float(score_threshold), int(pre_nms_topk)
         self.nms_threshold, self.max_detections = float(nms_threshold), int(max_detections)
-        self.mask_threshold, self.mask_chunk = float(mask_threshold), int(mask_chunk)
+        self.mask_threshold, self.mask_chunk_pixels = float(mask_threshold), int(mask_chunk_pixels)
 
     def forward(self, outputs: dict, image_sizes: Sequence[tuple[int, int]],
-                orig_sizes: Sequence[tuple[int, int]]) -> list[FrameDetections]:
+                orig_sizes: Sequence[tuple[int, int]],
+                gather: Optional[LocationGather] = None) -> list[FrameDetections]:
         """Detections of every image of the batch.
 
         Args:
             outputs: the network's raw outputs (see ``CondInstNetwork.forward``).
             image_sizes: (h, w) of each resized image inside the padded batch.
             orig_sizes: (H, W) of each original frame; results are returned at this size.
+            gather: reads the controller / embeddings at the kept locations; default
+                :func:`dense_locations` (dense maps in ``outputs``).
         """
-        return [self._single(outputs, i, image_sizes[i], orig_sizes[i]) for i in range(len(image_sizes))]
+        gather = gather if gather is not None else dense_locations
+        return [self._single(outputs, i, image_sizes[i], orig_sizes[i], gather) for i in range(len(image_sizes))]
 
     def _candidates(self, outputs: dict, i: int) -> dict[str, Tensor]:
-        cands: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "params", "locations",
-                                                           "levels", "embeddings")}
-        has_embed = "embeddings" in outputs
+        """Thresholded, per-level top-k candidates: boxes, scores, labels, locations, levels, location index."""
+        cands: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "locations", "levels",
+                                                           "index")}
         for level, stride in enumerate(self.strides):
             cls = outputs["cls_logits"][level][i]
-            h, w = cls.shape[-2:]
-            prob = cls.sigmoid().reshape(cls.shape[0], -1).t() * outputs["ctrness"][level][i].sigmoid().reshape(-1, 1)
+            w = cls.shape[-1]
+            prob = cls.reshape(cls.shape[0], -1).t().sigmoid()
+            prob *= outputs["ctrness"][level][i].reshape(-1, 1).sigmoid()
             loc_idx, labels = torch.nonzero(prob > self.score_threshold, as_tuple=True)
             scores = prob[loc_idx, labels]
             if scores.numel() > self.pre_nms_topk:
                 scores, top = scores.topk(self.pre_nms_topk, sorted=False)
                 loc_idx, labels = loc_idx[top], labels[top]
-            locations = grid_locations(h, w, stride, cls.device)[loc_idx]
-            reg = outputs["bbox_reg"][level][i].reshape(4, -1).t()[loc_idx] * stride
+            locations = torch.stack(((loc_idx % w) * stride, (loc_idx // w) * stride), dim=1).float() + stride // 2
+            reg = outputs["bbox_reg"][level][i].reshape(4, -1)[:, loc_idx].t() * stride
             cands["boxes"].append(torch.cat([locations - reg[:, :2], locations + reg[:, 2:]], dim=1))
-            cands["scores"].append(torch.sqrt(scores))
+            cands["scores"].append(scores)
             cands["labels"].append(labels)
-            cands["params"].append(outputs["controller"][level][i].reshape(-1, h * w).t()[loc_idx])
             cands["locations"].append(locations)
             cands["levels"].append(torch.full_like(labels, level))
-            if has_embed:
-                emb = outputs["embeddings"][level][i]
-                cands["embeddings"].append(emb.reshape(emb.shape[0], -1).t()[loc_idx])
-        if not has_embed:
-            del cands["embeddings"]
-        return {k: torch.cat(v) for k, v in cands.items()}
+            cands["index"].append(loc_idx)
+        c = {k: torch.cat(v) for k, v in cands.items()}
+        c["scores"] = c["scores"].sqrt_()
+        return c
 
-    def _single(self, outputs: dict, i: int, image_size: tuple[int, int],
-                orig_size: tuple[int, int]) -> FrameDetections:
+    def _single(self, outputs: dict, i: int, image_size: tuple[int, int], orig_size: tuple[int, int],
+                gather: LocationGather) -> FrameDetections:
         c = self._candidates(outputs, i)
         keep = batched_nms(c["boxes"], c["scores"], c["labels"], self.nms_threshold)[: self.max_detections]
-        c = {k: v[keep] for k, v in c.items()}
         (h, w), (oh, ow) = image_size, orig_size
-        boxes = c["boxes"] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c["boxes"].device)
+        boxes = c["boxes"][keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c["boxes"].device)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=ow)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=oh)
         nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        c = {k: v[nonempty] for k, v in c.items()}
-        masks = self._masks(outputs["mask_feats"][i:i + 1], c, image_size, orig_size)
+        keep = keep[nonempty]
+        c = {k: v[keep] for k, v in c.items()}
+        params = _gather_by_level(outputs, "controller", i, c["levels"], c["index"], gather)
+        masks = self._masks(outputs["mask_feats"][i:i + 1], params, c["locations"], c["levels"], image_size,
+                            orig_size)
+        embeddings = None
+        if "embeddings" in outputs or "embed_features" in outputs:
+            embeddings = _gather_by_level(outputs, "embeddings", i, c["levels"], c["index"], gather).float()
         return FrameDetections(
             boxes=boxes[nonempty].float(), scores=c["scores"].float(), labels=c["labels"].long(),
-            image_size=(int(oh), int(ow)), masks=masks,
-            embeddings=c["embeddings"].float() if "embeddings" in c else None)
+            image_size=(int(oh), int(ow)), masks=masks, embeddings=embeddings)
 
-    def _masks(self, mask_feats: Tensor, c: dict[str, Tensor], image_size: tuple[int, int],
-               orig_size: tuple[int, int]) -> Tensor:
-        n = c["params"].shape[0]
-        oh, ow = orig_size
-        out = torch.zeros((n, oh, ow), dtype=torch.bool, device=mask_feats.device)
+    def _masks(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
+               image_size: tuple[int, int], orig_size: tuple[int, int]) -> Tensor:
+        """Bool [N, H, W] masks at the original size (see the class docstring)."""
+        n = params.shape[0]
+        (h, w), (oh, ow) = image_size, orig_size
+        out = torch.empty((n, oh, ow), dtype=torch.bool, device=mask_feats.device)
         factor = self.mask_head.out_stride
-        for start in range(0, n, self.mask_chunk):
-            sl = slice(start, start + self.mask_chunk)
-            count = c["params"][sl].shape[0]
-            logits = self.mask_head(mask_feats, self.mask_feat_stride, c["params"][sl], c["locations"][sl],
-                                    c["levels"][sl], torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
-            probs = aligned_bilinear(logits.sigmoid()[:, None], factor)[:, :, : image_size[0], : image_size[1]]
-            probs = F.interpolate(probs, size=(oh, ow), mode="bilinear", align_corners=False)
-            out[sl] = probs[:, 0] > self.mask_threshold
+        chunk = max(1, self.mask_chunk_pixels // max(oh * ow, h * w, 1))
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            count = params[sl].shape[0]
+            logits = self.mask_head(mask_feats, self.mask_feat_stride, params[sl], locations[sl], levels[sl],
+                                    torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
+            probs = logits.sigmoid_()[:, None]
+            if (oh, ow) == (h, w):
+                _aligned_crop(probs, factor, out[sl, None], self.mask_threshold)
+                continue
+            cropped = torch.empty((count, 1, h, w), dtype=probs.dtype, device=probs.device)
+            _aligned_crop(probs, factor, cropped)
+            resized = F.interpolate(cropped, size=(oh, ow), mode="bilinear", align_corners=False)
+            torch.gt(resized[:, 0], self.mask_threshold, out=out[sl])
         return out
+
+
+def _gather_by_level(outputs: dict, key: str, image: int, levels: Tensor, index: Tensor,
+                     gather: LocationGather) -> Tensor:
+    """``gather`` for detections spread over levels: [N, C] in the detections' order."""
+    present = levels.unique().tolist() or [0]
+    result: Optional[Tensor] = None
+    for level in present:
+        sel = torch.nonzero(levels == level).squeeze(1)
+        values = gather(outputs, key, image, level, index[sel])
+        if result is None:
+            result = values.new_empty((levels.numel(), values.shape[1]))
+        result[sel] = values
+    return result
+
+
+def _aligned_crop(x: Tensor, factor: int, out: Tensor, threshold: Optional[float] = None) -> None:
+    """``aligned_bilinear(x, factor)`` cropped to ``out``'s size (> ``threshold`` if given), into ``out``.
+
+    Writes the aligned result straight from the un-shifted interpolation instead of padding it,
+    which avoids two full-size copies; the values are bit-identical.
+
+    Args:
+        x: float [N, 1, h, w]; out: [N, 1, H, W] with H ≤ factor·h, W ≤ factor·w (bool with a
+        threshold, else float).
+    """
+    height, width = out.shape[-2:]
+    shift = factor // 2
+    if height <= shift or width <= shift:
+        full = aligned_bilinear(x, factor)[..., :height, :width]
+        out.copy_(full > threshold if threshold is not None else full)
+        return
+    body = aligned_bilinear_unshifted(x, factor)[..., : height - shift, : width - shift]
+    if threshold is None:
+        out[..., shift:, shift:] = body
+    else:
+        torch.gt(body, threshold, out=out[..., shift:, shift:])
+    out[..., :shift, shift:] = out[..., shift:shift + 1, shift:]
+    out[..., :shift] = out[..., shift:shift + 1]

@@ -1,10 +1,12 @@
-"""The evaluator against a brute-force YouTube-VIS AP/AR written from the spec in this file.
+"""The evaluator against a brute-force YouTube-VIS / OVIS AP/AR written from the spec in this file.
 
-The reference decodes every mask to a numpy array and follows reference/vis-evaluation.md §3 with
-plain loops (no code shared with crossvis.eval). Hypothesis draws the cases (see ytvis_cases.py).
+The reference decodes every mask to a numpy array and follows reference/vis-evaluation.md §3 (and
+§3.9 for the OVIS occlusion axis) with plain loops (no code shared with crossvis.eval). Hypothesis
+draws the cases (see ytvis_cases.py).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -14,9 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pycocotools import mask as mask_utils
 
 from crossvis.eval import YTVISEvaluator
-from crossvis.eval.ytvis import METRIC_KEYS
+from crossvis.eval.ytvis import METRIC_KEYS, OVIS_METRIC_KEYS
 
-from ytvis_cases import make_case
+from ytvis_cases import make_case, make_ovis_case
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools decode on numpy 2
 
@@ -24,6 +26,8 @@ IOUS = np.linspace(0.5, 0.95, 10).tolist()  # the spec's exact thresholds (eleme
 RECALLS = np.linspace(0.0, 1.0, 101).tolist()
 MAXDETS = [1, 10, 100]
 AREAS = [(0, 1e10), (0, 128 * 128), (128 * 128, 256 * 256), (256 * 256, 1e10)]
+OCCLUSIONS = [(0, 1), (0, 0.25), (0.25, 0.5), (0.5, 1)]  # all, light, medium, heavy (inclusive)
+OCCLUSION_VALUE = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
 
 
 def decoded(seg):
@@ -41,6 +45,13 @@ def truthy_mean(values):
     return sum(kept) / len(kept) if kept else 0.0
 
 
+def brute_occlusion(labels):
+    """Mean of the most occluded half (rounded up) of the labelled frames."""
+    values = sorted((OCCLUSION_VALUE[label] for label in labels if label is not None), reverse=True)
+    worst = values[:(len(values) + 1) // 2]
+    return sum(worst) / len(worst)
+
+
 def brute_iou(pred, gt):
     inter = union = 0
     for d, g in zip(pred, gt):  # zip stops at the shorter list
@@ -55,14 +66,17 @@ def brute_iou(pred, gt):
     return inter / union if union > 0 else 0.0
 
 
-def brute_force_stats(gt: dict, results: list) -> tuple[list[float], dict]:
+def brute_force_stats(gt: dict, results: list, ovis: bool = False) -> tuple[list[float], dict]:
+    """(stats in the official order, {category id: AP}); ``ovis`` adds the occlusion axis (18 stats)."""
+    occlusions = OCCLUSIONS if ovis else [(-math.inf, math.inf)]
     video_ids = sorted({v["id"] for v in gt["videos"]})
     cat_ids = sorted({c["id"] for c in gt["categories"]})
     gts = []
     for ann in gt["annotations"]:
         if ann["video_id"] in video_ids and ann["category_id"] in cat_ids:
             gts.append(dict(vid=ann["video_id"], cat=ann["category_id"], crowd=int(ann["iscrowd"]),
-                            masks=[decoded(s) for s in ann["segmentations"]], area=truthy_mean(ann["areas"])))
+                            masks=[decoded(s) for s in ann["segmentations"]], area=truthy_mean(ann["areas"]),
+                            occ=brute_occlusion(ann["occlusion"]) if ovis else 0.0))
     dts = []
     for res in results:
         if res["category_id"] not in cat_ids:
@@ -71,8 +85,8 @@ def brute_force_stats(gt: dict, results: list) -> tuple[list[float], dict]:
         dts.append(dict(vid=res["video_id"], cat=res["category_id"], score=res["score"], masks=masks,
                         area=truthy_mean([int(m.sum()) if m is not None else None for m in masks])))
 
-    # evals[k][a] = list over videos of (scores, matched[t][d], ignored[t][d], n_gt_not_ignored)
-    evals = {(k, a): [] for k in range(len(cat_ids)) for a in range(4)}
+    # evals[k, a, o] = list over videos of (scores, matched[t][d], ignored[t][d], n_gt_not_ignored)
+    evals = {(k, a, o): [] for k in range(len(cat_ids)) for a in range(4) for o in range(len(occlusions))}
     for vid in video_ids:
         for k, cat in enumerate(cat_ids):
             g_list = [g for g in gts if g["vid"] == vid and g["cat"] == cat]
@@ -80,11 +94,13 @@ def brute_force_stats(gt: dict, results: list) -> tuple[list[float], dict]:
             if not g_list and not d_list:
                 continue
             d_list = sorted(d_list, key=lambda d: -d["score"])[:100]  # Python's sort is stable
-            for a, (lo, hi) in enumerate(AREAS):
-                ig = [bool(g["crowd"]) or g["area"] < lo or g["area"] > hi for g in g_list]
+            iou_of = {(id(d), id(g)): brute_iou(d["masks"], g["masks"]) for d in d_list for g in g_list}
+            for (a, (lo, hi)), (o, (olo, ohi)) in itertools.product(enumerate(AREAS), enumerate(occlusions)):
+                ig = [bool(g["crowd"]) or g["area"] < lo or g["area"] > hi or g["occ"] < olo or g["occ"] > ohi
+                      for g in g_list]
                 g_sorted = [g for g, i in zip(g_list, ig) if not i] + [g for g, i in zip(g_list, ig) if i]
                 g_ig = sorted(ig)
-                iou = [[brute_iou(d["masks"], g["masks"]) for g in g_sorted] for d in d_list]
+                iou = [[iou_of[id(d), id(g)] for g in g_sorted] for d in d_list]
                 matched = [[False] * len(d_list) for _ in IOUS]
                 ignored = [[False] * len(d_list) for _ in IOUS]
                 for t, thr in enumerate(IOUS):
@@ -103,13 +119,14 @@ def brute_force_stats(gt: dict, results: list) -> tuple[list[float], dict]:
                             matched[t][di] = True
                             ignored[t][di] = g_ig[choice]
                         else:
-                            ignored[t][di] = not (lo <= d_list[di]["area"] <= hi)
-                evals[k, a].append(([d["score"] for d in d_list], matched, ignored, g_ig.count(False)))
+                            ignored[t][di] = not (lo <= d_list[di]["area"] <= hi)  # never by occlusion
+                evals[k, a, o].append(([d["score"] for d in d_list], matched, ignored, g_ig.count(False)))
 
     K = len(cat_ids)
-    precision = -np.ones((10, 101, K, 4, 3))
-    recall = -np.ones((10, K, 4, 3))
-    for (k, a), per_video in evals.items():
+    O = len(occlusions)
+    precision = -np.ones((10, 101, K, 4, O, 3))
+    recall = -np.ones((10, K, 4, O, 3))
+    for (k, a, o), per_video in evals.items():
         n_gt = sum(e[3] for e in per_video)
         if not per_video or n_gt == 0:
             continue
@@ -128,35 +145,40 @@ def brute_force_stats(gt: dict, results: list) -> tuple[list[float], dict]:
                     tp, fp = tp + matched[t][r], fp + (not matched[t][r])
                     rc.append(tp / n_gt)
                     pr.append(tp / (tp + fp + np.spacing(1)))
-                recall[t, k, a, m] = rc[-1] if rc else 0.0
+                recall[t, k, a, o, m] = rc[-1] if rc else 0.0
                 for i in range(len(pr) - 2, -1, -1):
                     pr[i] = max(pr[i], pr[i + 1])
                 for ri, r in enumerate(RECALLS):
                     pos = next((i for i, v in enumerate(rc) if v >= r), None)
-                    precision[t, ri, k, a, m] = pr[pos] if pos is not None else 0.0
+                    precision[t, ri, k, a, o, m] = pr[pos] if pos is not None else 0.0
 
     def avg(values):
         vals = [v for v in np.ravel(values) if v > -1]
         return sum(vals) / len(vals) if vals else -1.0
 
-    stats = [avg(precision[:, :, :, 0, 2]), avg(precision[0, :, :, 0, 2]), avg(precision[5, :, :, 0, 2]),
-             avg(precision[:, :, :, 1, 2]), avg(precision[:, :, :, 2, 2]), avg(precision[:, :, :, 3, 2]),
-             avg(recall[:, :, 0, 0]), avg(recall[:, :, 0, 1]), avg(recall[:, :, 0, 2]),
-             avg(recall[:, :, 1, 2]), avg(recall[:, :, 2, 2]), avg(recall[:, :, 3, 2])]
-    per_cat = {cat: avg(precision[:, :, k, 0, 2]) for k, cat in enumerate(cat_ids)}
-    return stats, per_cat
+    ap = [avg(precision[:, :, :, 0, 0, 2]), avg(precision[0, :, :, 0, 0, 2]), avg(precision[5, :, :, 0, 0, 2]),
+          avg(precision[:, :, :, 1, 0, 2]), avg(precision[:, :, :, 2, 0, 2]), avg(precision[:, :, :, 3, 0, 2])]
+    ar = [avg(recall[:, :, 0, 0, 0]), avg(recall[:, :, 0, 0, 1]), avg(recall[:, :, 0, 0, 2]),
+          avg(recall[:, :, 1, 0, 2]), avg(recall[:, :, 2, 0, 2]), avg(recall[:, :, 3, 0, 2])]
+    if ovis:  # AP and AR of the light, medium and heavy occlusion bins follow each group
+        ap += [avg(precision[:, :, :, 0, o, 2]) for o in (1, 2, 3)]
+        ar += [avg(recall[:, :, 0, o, 2]) for o in (1, 2, 3)]
+    per_cat = {cat: avg(precision[:, :, k, 0, 0, 2]) for k, cat in enumerate(cat_ids)}
+    return ap + ar, per_cat
 
 
-def _evaluate(gt, results):
+def _evaluate(gt, results, protocol="ytvis"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return YTVISEvaluator(gt).evaluate(results)
+        return YTVISEvaluator(gt, protocol=protocol).evaluate(results)
 
 
-def _assert_agree(gt, results):
-    metrics = _evaluate(gt, results)
-    stats, per_cat = brute_force_stats(gt, results)
-    for key, expected in zip(METRIC_KEYS, stats):
+def _assert_agree(gt, results, ovis=False):
+    metrics = _evaluate(gt, results, "ovis" if ovis else "ytvis")
+    stats, per_cat = brute_force_stats(gt, results, ovis)
+    keys = OVIS_METRIC_KEYS if ovis else METRIC_KEYS
+    assert [k for k in metrics if not k.startswith("AP/")] == list(keys)
+    for key, expected in zip(keys, stats, strict=True):
         assert math.isclose(metrics[key], expected, rel_tol=0, abs_tol=1e-9), (key, metrics[key], expected)
     for cat in gt["categories"]:
         got = metrics[f"AP/{cat['name']}"]
@@ -178,3 +200,19 @@ def test_cases_cover_every_size_bin():
         gt, results = make_case(seed, n_videos=4)
         defined += np.array(_assert_agree(gt, results)) > -1
     assert (defined[3:6] > 0).all() and (defined[9:12] > 0).all(), defined
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n_videos=st.integers(1, 4), n_categories=st.integers(1, 3))
+def test_ovis_matches_brute_force(seed, n_videos, n_categories):
+    gt, results = make_ovis_case(seed, n_videos=n_videos, n_categories=n_categories)
+    _assert_agree(gt, results, ovis=True)
+
+
+def test_ovis_cases_cover_every_occlusion_bin():
+    """The OVIS generator reaches defined APso/APmo/APho, so the property test exercises all three bins."""
+    defined = np.zeros(18, dtype=int)
+    for seed in range(8):
+        gt, results = make_ovis_case(seed, n_videos=4)
+        defined += np.array(_assert_agree(gt, results, ovis=True)) > -1
+    assert (defined[6:9] > 0).all() and (defined[15:18] > 0).all(), defined

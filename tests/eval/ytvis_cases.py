@@ -5,6 +5,8 @@ rectangle with jitter often enough to produce matches at all IoU thresholds. Cas
 category ids out of order, unannotated videos, null and all-zero frames, crowd tracks, JSON
 ``areas`` that hit the bin bounds exactly, tied scores, more than 10 predictions per video, shorter
 and longer prediction lists (truncation), and predictions in categories the ground truth lacks.
+:func:`make_ovis_case` adds per-frame OVIS occlusion labels and gives every prediction its video's
+length (the OVIS evaluator requires it).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pycocotools import mask as mask_utils
 
 # (height, width) choices: small frames, and frames big enough for medium/large mean areas.
 FRAME_SIZES = [(5, 7), (6, 6), (140, 150), (300, 260)]
+OCCLUSION_LABELS = [None, "no_occlusion", "slight_occlusion", "severe_occlusion"]
 # JSON areas that hit below/at/above the 128² and 256² bounds.
 AREA_CHOICES = [None, 0, 50, 16383, 16384, 16385, 30000, 65535, 65536, 65537, 90000]
 
@@ -109,3 +112,24 @@ def make_case(seed: int, n_videos: int = 3, n_categories: int = 3, min_preds: in
     rng.shuffle(results)
     categories = [{"id": c, "name": f"cat{c}"} for c in cat_ids]
     return {"videos": videos, "categories": categories, "annotations": annotations}, results
+
+
+def make_ovis_case(seed: int, **kwargs) -> tuple[dict, list[dict]]:
+    """:func:`make_case` with OVIS ``occlusion`` labels and predictions padded/cut to the video length.
+
+    Each track draws its labels from its own random mix (some null, never all), so track occlusion
+    scores spread over 0 … 0.75 and hit the bin bounds 0.25 and 0.5.
+    """
+    gt, results = make_case(seed, **kwargs)
+    rng = np.random.default_rng([seed, 1])
+    for ann in gt["annotations"]:
+        n = len(ann["segmentations"])
+        labels = [OCCLUSION_LABELS[i] for i in rng.choice(4, size=n, p=rng.dirichlet(np.ones(4)))]
+        if all(label is None for label in labels):
+            labels[int(rng.integers(n))] = OCCLUSION_LABELS[int(rng.integers(1, 4))]
+        ann["occlusion"] = labels
+    length = {v["id"]: v["length"] for v in gt["videos"]}
+    for res in results:
+        n = length[res["video_id"]]
+        res["segmentations"] = (res["segmentations"] + [None] * n)[:n]
+    return gt, results

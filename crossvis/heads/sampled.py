@@ -1,0 +1,62 @@
+"""Evaluating per-location predictors only at chosen locations of a feature map.
+
+Inference keeps at most ``max_detections`` locations, so predictors that are read only at the kept
+locations (the CondInst controller, the embedding projection) need not run over the whole map.
+The results equal the dense convolution read at those locations up to float summation order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["gather_locations", "conv2d_at_locations"]
+
+
+def gather_locations(feature: Tensor, index: Tensor) -> Tensor:
+    """Values of a map at flat locations.
+
+    Args:
+        feature: [C, h, w] one image's map.
+        index: int64 [K] row-major location indices (``y·w + x``).
+
+    Returns:
+        [K, C], same dtype as ``feature``.
+    """
+    return feature.reshape(feature.shape[0], -1)[:, index].t()
+
+
+def conv2d_at_locations(conv: nn.Conv2d, feature: Tensor, index: Tensor) -> Tensor:
+    """``conv(feature)`` read at flat locations, computing only those outputs.
+
+    Supports the "same" convolutions of the FCOS head: odd square kernel, stride 1, dilation 1,
+    zero padding ``k // 2``, one group.
+
+    Args:
+        conv: the convolution (its weight [O, C, k, k] and optional bias [O] are used).
+        feature: [C, h, w] one image's input map.
+        index: int64 [K] row-major output locations (``y·w + x``).
+
+    Returns:
+        [K, O] equal to ``conv(feature[None])[0].reshape(O, -1)[:, index].t()`` up to float rounding.
+    """
+    k = conv.kernel_size[0]
+    if (conv.kernel_size != (k, k) or k % 2 == 0 or conv.stride != (1, 1) or conv.dilation != (1, 1)
+            or conv.groups != 1 or conv.padding != (k // 2, k // 2) or conv.padding_mode != "zeros"):
+        raise ValueError(f"conv2d_at_locations supports odd square 'same' convolutions with stride 1, "
+                         f"got {conv}")
+    weight = conv.weight.reshape(conv.out_channels, -1)
+    if k == 1:
+        patches = gather_locations(feature, index)
+    else:
+        width = feature.shape[-1]
+        pad = k // 2
+        padded = F.pad(feature, (pad, pad, pad, pad))
+        offsets = torch.arange(k, device=index.device)
+        rows = (index // width)[:, None] + offsets          # [K, k], in padded coordinates
+        cols = (index % width)[:, None] + offsets
+        patches = padded[:, rows[:, :, None], cols[:, None, :]]   # [C, K, k, k]
+        patches = patches.permute(1, 0, 2, 3).reshape(index.numel(), weight.shape[1])
+    if conv.bias is None:
+        return patches @ weight.t()
+    return torch.addmm(conv.bias, patches, weight.t())

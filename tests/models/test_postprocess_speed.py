@@ -1,0 +1,163 @@
+"""The optimised inference path (controller/embeddings at kept locations only, cheaper mask pasting)
+gives the results of a straightforward implementation computed here from the dense network maps."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms
+
+from crossvis.backbones import FPN
+from crossvis.heads import FCOSHead, MaskBranch, conv2d_at_locations, gather_locations
+from crossvis.heads.upsample import aligned_bilinear
+from crossvis.models import CrossVIS
+from crossvis.models.postprocess import _aligned_crop
+from model_toys import TinyBackbone
+
+
+def _model() -> CrossVIS:
+    """An R-50-like CrossVIS in miniature: P3–P7, 256-d → 32-d embeddings, the official 169-parameter
+    mask head and inference settings, biased (as the latency benchmark does) so that every frame
+    fills the 100-detection cap with masks that have both foreground and background."""
+    torch.manual_seed(0)
+    backbone = TinyBackbone()
+    neck = FPN(backbone.output_shape(), in_features=("res3", "res4", "res5"), out_channels=32, top_levels=2)
+    head = FCOSHead(neck.output_shape(), num_classes=5, num_convs=1, embed_dim=32)
+    branch = MaskBranch(neck.output_shape(), channels=16, num_convs=1)
+    model = CrossVIS(backbone, neck, head, branch, num_identities=10).eval()
+    with torch.no_grad():
+        head.cls_logits.bias.zero_()
+        head.ctrness.bias.zero_()
+        head.bbox_pred.bias.fill_(1.0)
+        model.network.controller.weight.normal_(0.0, 0.2)
+        model.network.controller.bias.normal_(0.0, 0.5)
+        head.embed_norm.running_mean.normal_()
+        head.embed_norm.running_var.uniform_(0.5, 2.0)
+        head.embed_norm.weight.normal_()
+        head.embed_norm.bias.normal_()
+    return model
+
+
+def _aligned_reference(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Aligned bilinear upsampling as the reference (§1.4) defines it."""
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
+    x = F.pad(x, (factor // 2, 0, factor // 2, 0), mode="replicate")
+    return x[:, :, : factor * h, : factor * w]
+
+
+def _reference(model: CrossVIS, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reference §4.1 step by step on the dense ``forward_network`` maps (one instance at a time)."""
+    pre, pp = model.preprocessor, model.postprocessor
+    batch, ((h, w),) = pre.batch([pre.resize_for_test(image)])
+    oh, ow = image.shape[-2:]
+    with torch.no_grad():
+        out = model.forward_network(batch)
+    boxes, scores, labels, params, locs, levels, embeds = [], [], [], [], [], [], []
+    for level, stride in enumerate(pp.strides):
+        cls = out["cls_logits"][level][0]
+        lw = cls.shape[-1]
+        prob = cls.sigmoid().flatten(1).t() * out["ctrness"][level][0].sigmoid().flatten()[:, None]
+        loc, lab = torch.nonzero(prob > pp.score_threshold, as_tuple=True)
+        score = prob[loc, lab]
+        if score.numel() > pp.pre_nms_topk:
+            score, top = score.topk(pp.pre_nms_topk)
+            loc, lab = loc[top], lab[top]
+        xy = torch.stack([loc % lw, loc // lw], 1).float() * stride + stride // 2
+        reg = out["bbox_reg"][level][0].flatten(1)[:, loc].t() * stride
+        boxes.append(torch.cat([xy - reg[:, :2], xy + reg[:, 2:]], 1))
+        scores.append(score.sqrt())
+        labels.append(lab)
+        params.append(out["controller"][level][0].flatten(1)[:, loc].t())
+        embeds.append(out["embeddings"][level][0].flatten(1)[:, loc].t())
+        locs.append(xy)
+        levels.append(torch.full_like(lab, level))
+    c = [torch.cat(v) for v in (boxes, scores, labels, params, locs, levels, embeds)]
+    keep = batched_nms(c[0], c[1], c[2], pp.nms_threshold)[: pp.max_detections]
+    boxes, scores, labels, params, locs, levels, embeds = [v[keep] for v in c]
+    boxes = boxes * torch.tensor([ow / w, oh / h, ow / w, oh / h])
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
+    ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    head = model.mask_head
+    feats = out["mask_feats"][0]
+    fh, fw = feats.shape[-2:]
+    gy, gx = torch.meshgrid(torch.arange(fh) * 8.0 + 4, torch.arange(fw) * 8.0 + 4, indexing="ij")
+    probs = []
+    for p, (x, y), lev in zip(params[ok], locs[ok], levels[ok]):
+        soi = head.sizes_of_interest[lev]
+        act = torch.cat([((x - gx) / soi)[None], ((y - gy) / soi)[None], feats])[None]
+        weights, biases = head.parse_params(p[None])
+        for layer, (wt, b) in enumerate(zip(weights, biases)):
+            act = F.conv2d(act, wt, b)
+            act = act.relu() if layer < len(weights) - 1 else act
+        prob = _aligned_reference(_aligned_reference(act, 2).sigmoid(), 4)[:, :, :h, :w]
+        probs.append(F.interpolate(prob, size=(oh, ow), mode="bilinear", align_corners=False)[0, 0])
+    return {"boxes": boxes[ok], "scores": scores[ok], "labels": labels[ok], "embeddings": embeds[ok],
+            "probs": torch.stack(probs)}
+
+
+@pytest.mark.parametrize("size", [(360, 640), (301, 533), (97, 61)])
+def test_predict_matches_dense_reference(size):
+    model = _model()
+    image = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(size[1]), dtype=torch.uint8)
+    ref = _reference(model, image)
+    (det,) = model.predict([image])
+    assert len(det) == len(ref["boxes"]) >= 90
+    for key in ("boxes", "scores", "embeddings"):
+        torch.testing.assert_close(getattr(det, key), ref[key], rtol=1e-5, atol=1e-5)
+    assert torch.equal(det.labels, ref["labels"])
+    expected = ref["probs"] > model.postprocessor.mask_threshold
+    assert 0.05 < expected.float().mean() < 0.95  # masks with real shapes, not all-on / all-off
+    differs = det.masks != expected
+    # Only float summation order differs, so a pixel may flip only where the probability is a tie.
+    assert differs.float().mean() < 1e-4
+    assert ((ref["probs"][differs] - 0.5).abs() < 1e-5).all()
+
+
+def test_sparse_network_outputs_equal_dense_maps():
+    model = _model()
+    images = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        dense = model.network(images)
+        sparse = model.network(images, dense=False)
+        assert "controller" not in sparse and "embeddings" not in sparse
+        for level in range(len(model.network.strides)):
+            h, w = dense["controller"][level].shape[-2:]
+            index = torch.tensor(sorted({0, w - 1, h * w - w, h * w - 1, (h // 2) * w + w // 2}))
+            for key in ("controller", "embeddings"):
+                expected = dense[key][level][1].flatten(1)[:, index].t()
+                torch.testing.assert_close(model.network.at_locations(sparse, key, 1, level, index), expected,
+                                           rtol=1e-5, atol=1e-5)
+                assert torch.equal(model.network.at_locations(dense, key, 1, level, index), expected)
+            empty = model.network.at_locations(sparse, "embeddings", 0, level, index[:0])
+            assert empty.shape == (0, 32)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_conv_at_locations_equals_dense_conv(kernel):
+    torch.manual_seed(kernel)
+    conv = nn.Conv2d(6, 7, kernel, padding=kernel // 2, bias=kernel != 5)
+    feature = torch.randn(6, 5, 9)
+    index = torch.randperm(45)[:20]
+    with torch.no_grad():
+        dense = conv(feature[None])[0]
+        torch.testing.assert_close(conv2d_at_locations(conv, feature, index), gather_locations(dense, index))
+        assert conv2d_at_locations(conv, feature, index[:0]).shape == (0, 7)
+    with pytest.raises(ValueError, match="stride 1"):
+        conv2d_at_locations(nn.Conv2d(6, 7, 3, stride=2, padding=1), feature, index)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("crop", [(1, 1), (2, 3), (3, 2), (30, 41), (36, 48)])
+def test_aligned_crop_is_bit_identical(factor, crop):
+    x = torch.rand(3, 1, 36 // factor, 48 // factor)
+    full = aligned_bilinear(x, factor)[..., : crop[0], : crop[1]]
+    out = torch.empty((3, 1, *crop))
+    _aligned_crop(x, factor, out)
+    assert torch.equal(out, full)
+    mask = torch.empty((3, 1, *crop), dtype=torch.bool)
+    _aligned_crop(x, factor, mask, 0.5)
+    assert torch.equal(mask, full > 0.5)
