@@ -138,7 +138,9 @@ class FCOSHead(nn.Module):
             out["bbox_features"].append(bbox_feat)
             if self.embed_dim is not None:
                 embed_feat = self.embed_tower(feature)
-                out[embed_key].append(self.embed_norm(self.embed_pred(embed_feat)) if dense_embeddings else embed_feat)
+                if dense_embeddings:
+                    embed_feat = self.embed_norm(self.embed_pred(embed_feat))
+                out[embed_key].append(embed_feat)
         return out
 
     def embeddings_at(self, embed_features: Tensor, index: Tensor) -> Tensor:
