@@ -133,19 +133,21 @@ class FastInference:
             model.network.to(memory_format=torch.channels_last)
         self._network = torch.compile(model.network, dynamic=True) if settings.compile else model.network
 
-    def network_outputs(self, batch: Tensor) -> dict[str, Any]:
+    def network_outputs(self, batch: Tensor, dense: bool = True) -> dict[str, Any]:
         """The network's outputs for a normalised padded float32 batch [B, 3, H, W], as float32.
 
-        Same structure as ``model.forward_network`` (per-level lists and ``mask_feats``).
+        Same structure as ``model.forward_network`` (per-level lists and ``mask_feats``); with
+        ``dense=False`` the controller and embedding maps are replaced by the tower features
+        they are computed from (see ``CondInstNetwork.forward``).
         """
         if self.settings.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.autocast_dtype is None:
-                outputs = self._network(batch)
+                outputs = self._network(batch, dense=dense)
             else:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    outputs = self._network(batch)
+                    outputs = self._network(batch, dense=dense)
         return {k: [t.float().contiguous() for t in v] if isinstance(v, list) else v.float().contiguous()
                 for k, v in outputs.items()}
 
@@ -157,9 +159,10 @@ class FastInference:
         with torch.inference_mode():
             resized = [model.preprocessor.resize_for_test(im.to(self.device)) for im in images]
             batch, sizes = model.preprocessor.batch(resized)
-            outputs = self.network_outputs(batch)
+            outputs = self.network_outputs(batch, dense=False)
             orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            return model.postprocessor(outputs, sizes, orig)
+            # dynamic filters and embeddings only at the kept detections, in float32
+            return model.postprocessor(outputs, sizes, orig, gather=model.network.at_locations)
 
     __call__ = predict
 
