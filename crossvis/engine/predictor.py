@@ -182,10 +182,13 @@ def _read_checkpoint(path: Union[str, os.PathLike]) -> dict[str, Any]:
 
 
 def recipe_categories(recipe: Mapping[str, Any]) -> Optional[list[dict]]:
-    """The ``categories`` (sorted by id) of the recipe's test or train annotation file, if readable."""
+    """The model's categories (``{"id", "name"}`` sorted by id): ``data.categories`` as written by
+    ``crossvis train``, else those of the recipe's test or train annotation file, if readable."""
     from crossvis.data import load_vis_annotations
 
     data = recipe.get("data") if isinstance(recipe.get("data"), Mapping) else {}
+    if isinstance(data.get("categories"), list) and data["categories"]:
+        return [dict(c) for c in data["categories"]]
     for split in ("test", "train"):
         node = data.get(split)
         path = node.get("annotations") if isinstance(node, Mapping) else None

@@ -135,6 +135,11 @@ class Trainer:
             model["num_classes"] = int(self.num_classes)
         if self.num_identities is not None:
             model["num_identities"] = int(self.num_identities)
+        categories = getattr(getattr(self.train_dataset, "data", None), "categories", None)
+        if categories:
+            # the model's label space, so eval/demo name and number categories without the data
+            plain.setdefault("data", {})["categories"] = [
+                {"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
         return plain
 
     def _wrap(self, model: nn.Module) -> nn.Module:

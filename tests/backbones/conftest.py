@@ -7,6 +7,8 @@ from typing import Callable
 import pytest
 
 OFFICIAL_KEYS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "official-checkpoint-keys"
+#: the same files, vendored for the checkpoint-converter tests (used when ../shared is absent)
+VENDORED_KEYS_DIR = Path(__file__).resolve().parents[1] / "engine" / "fixtures"
 
 
 def _parse_key_file(path: Path) -> dict[str, tuple[int, ...]]:
@@ -25,7 +27,10 @@ def _parse_key_file(path: Path) -> dict[str, tuple[int, ...]]:
 def official_keys() -> Callable[[str], dict[str, tuple[int, ...]]]:
     """``official_keys("r50" | "r101" | "dla")`` -> every official state-dict key and its shape."""
     def load(which: str) -> dict[str, tuple[int, ...]]:
-        path = OFFICIAL_KEYS_DIR / f"crossvis_{which}_state_dict.txt"
+        name = f"crossvis_{which}_state_dict.txt"
+        path = OFFICIAL_KEYS_DIR / name
+        if not path.is_file():
+            path = VENDORED_KEYS_DIR / name
         if not path.is_file():
             pytest.skip(f"official key list {path} is not available")
         return _parse_key_file(path)

@@ -9,6 +9,7 @@ from vis_fixtures import write_handmade_vis
 
 from crossvis.cli import main
 from crossvis.engine.checkpoint import load_checkpoint
+from crossvis.engine.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,13 @@ def test_train_on_foreign_dataset_writes_eval_metrics(handmade, tmp_path, capsys
     ckpt = load_checkpoint(out / "checkpoints" / "model_final.pth")
     assert ckpt["iteration"] == 2 and ckpt["recipe"]["model"]["num_classes"] == 3
     assert "test AP" in capsys.readouterr().out
+    # the run's recipe names the model's categories, so a Predictor needs no annotation file
+    assert recipe["data"]["categories"] == [{"id": 3, "name": "box"}, {"id": 7, "name": "tall"},
+                                            {"id": 12, "name": "wide"}]
+    recipe["data"]["train"]["annotations"] = recipe["data"]["test"]["annotations"] = str(tmp_path / "gone.json")
+    predictor = Predictor(recipe, checkpoint=out / "checkpoints" / "model_final.pth")
+    assert predictor.class_names == ["box", "tall", "wide"]
+    assert predictor.accumulator.category_id(2) == 12
 
 
 def test_missing_training_data_is_a_one_line_error(tmp_path, capsys):
