@@ -79,6 +79,12 @@ def test_broken_import_and_allow_list(tmp_path):
         @hookimpl
         def crossvis_register_components(registry):
             registry.register("tracker", "fine_tracker", dict)
+
+        @hookimpl
+        def crossvis_add_commands(subparsers):
+            p = subparsers.add_parser("hello", help="a verb added by a plugin")
+            p.add_argument("--name", default="world")
+            p.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
     """})
     fake_distribution(tmp_path, "typo-dist", {"typo": "typo_mod"}, {"typo_mod": """
         from crossvis import hookimpl
@@ -96,6 +102,9 @@ def test_broken_import_and_allow_list(tmp_path):
     assert "missing dependency xyz" in res.stderr
     assert "plugin 'typo'" in res.stderr and "validation" in res.stderr  # check_pending caught the typo
     assert "Traceback" not in res.stderr
+
+    res = run_crossvis(["hello", "--name", "vis"], pythonpath=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "hello vis", res.stderr
 
     res = run_crossvis(["components", "--json"], pythonpath=tmp_path,
                        env_extra={"CROSSVIS_LOAD_PLUGINS": "fine"})
