@@ -4,7 +4,7 @@ Only the standard library and torch are imported here, so any component package 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import torch

@@ -1,7 +1,6 @@
 """The command line: verbs exist, bad input gives one clear line and a non-zero exit."""
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

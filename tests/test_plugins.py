@@ -7,7 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from crossvis.plugins import CrossVISPluginManager, hookimpl
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crossvis.backbones.base import Backbone
 from crossvis.backbones.norm import check_norm, get_norm
 from crossvis.structures import CrossVISError, ShapeSpec
 
@@ -119,7 +120,7 @@ class Tree(nn.Module):
         return self.tree2(x1, children + [x1])
 
 
-class DLA(nn.Module):
+class DLA(Backbone):
     """DLA feature extractor returning the maps of the requested levels.
 
     Args:
@@ -163,14 +164,6 @@ class DLA(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        """Channels and stride of every returned map, fine to coarse."""
-        return {name: self._shapes[name] for name in self._out_features}
-
-    @property
-    def out_features(self) -> tuple[str, ...]:
-        return self._out_features
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
+from crossvis.backbones.base import Backbone
 from crossvis.backbones.norm import check_norm, freeze_module, get_norm
 from crossvis.structures import CrossVISError, ShapeSpec
 
@@ -29,7 +30,7 @@ _BLOCKS_PER_STAGE: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] 
 }
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """A ResNet feature extractor returning the maps of the requested stages.
 
     Stages res2, res3, res4, res5 have strides 4, 8, 16, 32 and 256, 512, 1024, 2048 channels
@@ -93,14 +94,6 @@ class ResNet(nn.Module):
         for i in range(min(freeze_at - 1, len(self._stage_names))):
             name = f"layer{i + 1}"
             setattr(self, name, freeze_module(getattr(self, name)))
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        """Channels and stride of every returned map, fine to coarse."""
-        return {name: self._shapes[name] for name in self._out_features}
-
-    @property
-    def out_features(self) -> tuple[str, ...]:
-        return self._out_features
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """

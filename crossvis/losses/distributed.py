@@ -1,7 +1,6 @@
 """Cross-process averaging of loss normalisers (a no-op without torch.distributed)."""
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
