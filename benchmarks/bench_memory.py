@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
 CHILD = r"""
 import json, sys, tracemalloc, torch
-from crossvis.engine import bench
-from crossvis.engine.convert import official_recipe
-from crossvis.engine.fast import FastInference
-from crossvis.engine.predictor import Predictor
+sys.path.insert(0, sys.argv[6])
+import benchlib as bench
+from crossvis.deploy.convert import official_recipe
+from crossvis.inference.fast import FastInference
+from crossvis.inference.predictor import Predictor
 name, fast, frames, threads, dets = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
 data = bench.synthetic_frames(frames)
@@ -59,7 +61,8 @@ def main() -> int:
     print(f"{'model':<24}{'path':<6}{'after build MiB':>16}{'peak RSS MiB':>14}{'delta':>8}{'tracemalloc MiB':>17}")
     for name, fast in configs:
         out = subprocess.run([sys.executable, "-c", CHILD, name, "1" if fast else "0", str(args.frames),
-                              str(args.threads), str(args.detections)], capture_output=True, text=True, check=True)
+                              str(args.threads), str(args.detections),
+                              os.path.dirname(os.path.abspath(__file__))], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:<24}{'fast' if fast else 'fp32':<6}{r['rss_after_build_mib']:>16.0f}{r['peak_rss_mib']:>14.0f}"
               f"{r['peak_rss_mib'] - r['rss_after_build_mib']:>8.0f}{r['tracemalloc_peak_mib']:>17.1f}", flush=True)

@@ -111,7 +111,7 @@ def run_predictor(frames: int, trace: bool) -> dict:
     import numpy as np
     import torch
 
-    from crossvis.engine.predictor import Predictor
+    from crossvis.inference.predictor import Predictor
 
     torch.manual_seed(0)
     predictor = Predictor(TINY_RECIPE)

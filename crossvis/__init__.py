@@ -10,11 +10,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "hookimpl": ("crossvis.plugins", "hookimpl"),
+    "hookimpl": ("crossvis.hookspecs", "hookimpl"),
     "load_recipe": ("crossvis.recipes", "load_recipe"),
     "build_model": ("crossvis.models", "build_model"),
-    "Predictor": ("crossvis.engine.predictor", "Predictor"),
-    "get_registry": ("crossvis.registry", "get_registry"),
+    "Predictor": ("crossvis.inference.predictor", "Predictor"),
+    "get_registry": ("crossvis.plugins", "get_registry"),
     "CrossVISError": ("crossvis.errors", "CrossVISError"),
     "ShapeSpec": ("crossvis.structures", "ShapeSpec"),
     "FrameDetections": ("crossvis.structures", "FrameDetections"),

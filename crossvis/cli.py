@@ -1,42 +1,104 @@
 """The ``crossvis`` command line.
 
-Verbs live in ``crossvis/commands/*.py`` (discovered automatically) and in plugins implementing
-``crossvis_add_commands``. A :class:`~crossvis.structures.CrossVISError` is printed as one line
-``crossvis: error: ...`` and exits with status 2; no traceback is shown for bad input.
+Verbs live in ``crossvis/commands/*.py`` (each module's ``add_parser(subparsers)``; the modules
+import nothing heavy at import time, so ``crossvis --help`` starts without torch) and in plugins
+implementing ``crossvis_add_commands``. Plugins are imported only when the command line names a
+verb that is not built in, so built-in commands never pay for them.
+
+A :class:`~crossvis.errors.CrossVISError` is printed as one line ``crossvis: error: ...`` and
+exits with status 2; no traceback is shown for bad input. Library messages come through the
+``crossvis`` logger: info to stdout, warnings to stderr (``-q`` hides info, ``-v`` adds debug).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from typing import Optional, Sequence
 
 from crossvis.errors import CrossVISError
 
+__all__ = ["main", "build_parser", "configure_logging", "builtin_commands"]
 
-def build_parser() -> argparse.ArgumentParser:
+
+class _ConsoleHandler(logging.Handler):
+    """The CLI's view of the ``crossvis`` logger: info to stdout, warnings and errors to stderr.
+
+    The streams are looked up at each record (not bound at start), so redirected or captured
+    ``sys.stdout`` / ``sys.stderr`` receive the messages.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                stream, text = sys.stderr, f"crossvis: {record.levelname.lower()}: {message}"
+            elif getattr(record, "plain", False):
+                stream, text = sys.stdout, message
+            else:
+                stream, text = sys.stdout, f"crossvis: {message}"
+            stream.write(text + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never take the program down
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Route the ``crossvis`` logger to the console: 0 = info, 1+ = debug, -1 = warnings only."""
+    logger = logging.getLogger("crossvis")
+    for handler in [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_ConsoleHandler())
+    logger.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
+
+
+def _command_modules() -> list[str]:
     import crossvis.commands as commands
 
-    parser = argparse.ArgumentParser(
-        prog="crossvis", description="Fast online video instance segmentation (CrossVIS).")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"crossvis.commands.{info.name}")
-        module.add_parser(subparsers)
-    from crossvis.plugins import get_plugin_manager
+    return sorted(info.name for info in pkgutil.iter_modules(commands.__path__) if not info.name.startswith("_"))
 
-    get_plugin_manager().call_safely("crossvis_add_commands", subparsers=subparsers)
+
+def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
+    """The argument parser: built-in verbs, plus the plugins' verbs when ``with_plugins``."""
+    parser = argparse.ArgumentParser(
+        prog="crossvis", description="Fast online video instance segmentation (CrossVIS).",
+        epilog="Installed plugins may add commands; `crossvis plugins` lists them.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_modules():
+        importlib.import_module(f"crossvis.commands.{name}").add_parser(subparsers)
+    if with_plugins:
+        from crossvis.plugins import get_plugin_manager
+
+        get_plugin_manager().call("crossvis_add_commands", subparsers=subparsers)
     return parser
 
 
+def builtin_commands() -> set[str]:
+    """The built-in verbs (``train``, ``eval``, ...)."""
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(actions[0].choices) if actions else set()
+
+
+def _verb(argv: Sequence[str]) -> Optional[str]:
+    for token in argv:
+        if not token.startswith("-"):
+            return token
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        verb = _verb(argv)
+        parser = build_parser(with_plugins=verb is not None and verb not in builtin_commands())
         args = parser.parse_args(argv)
+        configure_logging(-1 if args.quiet else args.verbose)
         if args.version:
             from crossvis import __version__
 

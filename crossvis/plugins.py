@@ -1,42 +1,45 @@
-"""The pluggy plugin system: hook specifications, the ``hookimpl`` marker and the plugin manager.
+"""The plugin manager: built-in and third-party plugins, loaded through pluggy.
 
 Built-in packages are plugins like any other: each has a ``components`` module implementing
-``crossvis_register_components``. Third-party plugins are found through the entry-point group
-``crossvis``::
-
-    [project.entry-points.crossvis]
-    my_plugin = "my_package.crossvis_plugin"
+``crossvis_register_components`` (listed in :data:`BUILTIN_PLUGINS`). Third-party plugins are found
+through the entry-point group ``crossvis`` (see :mod:`crossvis.hookspecs`).
 
 Environment variables:
     CROSSVIS_LOAD_PLUGINS: comma-separated entry-point names to load; other external plugins are
         skipped. Set it to an empty string to load only the built-ins.
     CROSSVIS_DISABLE_PLUGIN_AUTOLOAD: any non-empty value skips every external plugin.
 
-A plugin that fails to import or whose hook raises is reported on stderr by plugin and distribution
-name and skipped; the rest keeps working.
+Failures: every hook is called through pluggy's relay (``pm.hook.NAME``). Each implementation of
+a third-party plugin runs inside a guard: when it raises, the plugin is reported by plugin and
+distribution name (a ``logging`` warning), that hook of that plugin is not called again, and the
+other implementations go on. A failing ``crossvis_register_components`` also rolls back what the
+plugin had registered. Built-in implementations are not guarded: their errors are bugs and
+propagate.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata as metadata
+import logging
 import os
-import sys
 import threading
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pluggy
 
+from crossvis.hookspecs import PROJECT, HookSpecs, hookimpl, hookspec
 from crossvis.registry import Registry
 
 __all__ = ["hookimpl", "hookspec", "PROJECT", "ENTRY_POINT_GROUP", "BUILTIN_PLUGINS",
-           "CrossVISPluginManager", "get_plugin_manager", "reset_plugin_manager", "PluginFailure"]
+           "CrossVISPluginManager", "get_plugin_manager", "get_registry", "reset_plugin_manager",
+           "register_plugin", "PluginFailure", "entry_point_names"]
 
-PROJECT = "crossvis"
+logger = logging.getLogger(__name__)
+
 ENTRY_POINT_GROUP = "crossvis"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+_REGISTER = "crossvis_register_components"
 
 #: Modules of the built-in packages that register components, in registration order.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -46,46 +49,16 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "crossvis.models.components",
     "crossvis.trackers.components",
     "crossvis.data.components",
-    "crossvis.eval.components",
 )
-
-
-class HookSpecs:
-    """Hook specifications. Implementations may accept a subset of each hook's arguments."""
-
-    @hookspec
-    def crossvis_register_components(self, registry: Registry) -> None:
-        """Register components: ``registry.register(kind, name, factory)`` for each one."""
-
-    @hookspec
-    def crossvis_add_commands(self, subparsers: Any) -> None:
-        """Add sub-commands to the ``crossvis`` CLI (an ``argparse`` subparsers object).
-
-        A command's parser must set ``func=callable(args) -> int`` with ``set_defaults``.
-        """
-
-    @hookspec
-    def crossvis_train_start(self, trainer: Any) -> None:
-        """Called once before the first training iteration (also after a resume)."""
-
-    @hookspec
-    def crossvis_after_step(self, trainer: Any, iteration: int, metrics: dict) -> None:
-        """Called after every training iteration with the logged scalar metrics."""
-
-    @hookspec
-    def crossvis_train_end(self, trainer: Any) -> None:
-        """Called once after the last iteration and the final checkpoint."""
-
-    @hookspec(firstresult=True)
-    def crossvis_convert_checkpoint(self, state_dict: dict, source: str) -> Optional[dict]:
-        """Return a crossvis state dict for a foreign checkpoint format, or None if not yours."""
 
 
 @dataclass
 class PluginFailure:
+    """One plugin failure: which plugin, from which distribution, at which stage, and the error."""
+
     plugin: str
     distribution: str
-    stage: str  # "import" or the hook name
+    stage: str  # "import", "registration", "validation" or the hook name
     error: str
 
     def message(self) -> str:
@@ -93,33 +66,43 @@ class PluginFailure:
                 f"it was skipped. Set CROSSVIS_LOAD_PLUGINS to the plugins you want, or fix/uninstall it")
 
 
+def _is_builtin(plugin_name: str) -> bool:
+    return plugin_name.startswith("crossvis.")
+
+
+def _provider_name(plugin_name: str) -> str:
+    return "crossvis" if _is_builtin(plugin_name) else plugin_name
+
+
 class CrossVISPluginManager(pluggy.PluginManager):
-    """A pluggy manager that owns the component registry and remembers plugin provenance."""
+    """A pluggy manager that owns the component registry and remembers plugin provenance.
+
+    Attributes:
+        registry: the :class:`~crossvis.registry.Registry` the plugins fill.
+        failures: every :class:`PluginFailure` so far (also logged as warnings).
+        distributions: plugin name -> ``"dist==version"``.
+    """
 
     def __init__(self) -> None:
         super().__init__(PROJECT)
         self.add_hookspecs(HookSpecs)
         self.registry = Registry()
         self.failures: list[PluginFailure] = []
-        self.distributions: dict[str, str] = {}  # plugin name -> "dist==version"
-        self._components_loaded: set[str] = set()
+        self.distributions: dict[str, str] = {}
+        self._broken: set[tuple[str, str]] = set()  # (plugin, hook) pairs not called again
 
     # -- loading ----------------------------------------------------------------------------------
     def load_builtins(self) -> None:
+        """Add the built-in packages' ``components`` modules as plugins."""
         for modname in BUILTIN_PLUGINS:
-            try:
-                module = importlib.import_module(modname)
-            except ModuleNotFoundError as exc:  # a package without components yet
-                if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
-                    continue
-                raise
+            module = importlib.import_module(modname)
             self.add_plugin(module, name=modname, distribution=_crossvis_dist())
 
     def load_entry_points(self) -> None:
+        """Import and add the ``crossvis`` entry points the environment allows."""
         if os.environ.get("CROSSVIS_DISABLE_PLUGIN_AUTOLOAD"):
             return
-        allow = os.environ.get("CROSSVIS_LOAD_PLUGINS")
-        allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+        allowed = _allowed_names()
         for ep in _entry_points():
             if allowed is not None and ep.name not in allowed:
                 continue
@@ -133,64 +116,101 @@ class CrossVISPluginManager(pluggy.PluginManager):
                 continue
             try:
                 self.add_plugin(plugin, name=ep.name, distribution=dist)
-            except Exception as exc:  # noqa: BLE001 - e.g. a hook with wrong arguments
+            except pluggy.PluginValidationError as exc:  # e.g. a hook with wrong arguments
                 self._fail(ep.name, dist, "registration", exc)
 
     def add_plugin(self, plugin: Any, name: Optional[str] = None, distribution: Optional[str] = None) -> str:
-        """Register ``plugin`` (a module or object) and let it register its components now."""
+        """Register ``plugin`` (a module or object) and let it register its components now.
+
+        Returns:
+            The plugin's name in the manager.
+        """
         registered = self.register(plugin, name=name)
-        if registered is None:
+        if registered is None:  # blocked or already registered
             return name or ""
         pname = self.get_name(plugin)
         self.distributions[pname] = distribution or pname
-        self._register_components_of(pname)
+        self._guard_implementations(plugin, pname)
+        caller = self.subset_hook_caller(_REGISTER, remove_plugins=[p for p in self.get_plugins() if p is not plugin])
+        caller(registry=self.registry)
         return pname
 
     def remove_plugin(self, name: str) -> None:
+        """Unregister plugin ``name`` and drop the components it registered."""
         plugin = self.get_plugin(name)
         if plugin is not None:
             self.unregister(plugin)
         self.registry.unregister_provider(_provider_name(name))
-        self._components_loaded.discard(name)
 
-    def _register_components_of(self, pname: str) -> None:
-        if pname in self._components_loaded:
-            return
-        self._components_loaded.add(pname)
-        for impl in self.hook.crossvis_register_components.get_hookimpls():
-            if impl.plugin_name != pname:
-                continue
-            dist = self.distributions.get(pname, pname)
+    # -- calling ------------------------------------------------------------------------------------
+    def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """``self.hook.<hook_name>(**kwargs)``; a failing third-party *wrapper* is reported and skipped.
+
+        (Ordinary implementations are guarded one by one, see the module docstring.)
+        """
+        try:
+            return getattr(self.hook, hook_name)(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            culprit = self._culprit(exc, hook_name)
+            if culprit is None or _is_builtin(culprit):
+                raise
+            self._fail(culprit, self.distributions.get(culprit, culprit), hook_name, exc)
+            self._broken.add((culprit, hook_name))
+            self.remove_plugin(culprit)
+            return None
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _guard_implementations(self, plugin: Any, pname: str) -> None:
+        """Wrap each non-wrapper hook implementation of ``plugin`` in an error guard."""
+        for caller in self.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin or impl.hookwrapper or impl.wrapper:
+                    continue
+                impl.function = self._guarded(impl.function, pname, caller.name)
+
+    def _guarded(self, function: Callable[..., Any], pname: str, hook_name: str) -> Callable[..., Any]:
+        manager = self
+
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if (pname, hook_name) in manager._broken:
+                return None
+            provider = _provider_name(pname)
             try:
-                with self.registry.providing(_provider_name(pname), dist):
-                    impl.function(registry=self.registry)
-            except Exception as exc:  # noqa: BLE001
-                if pname.startswith("crossvis."):
+                if hook_name == _REGISTER:
+                    with manager.registry.providing(provider, manager.distributions.get(pname, pname)):
+                        return function(*args, **kwargs)
+                return function(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not kill the host
+                if _is_builtin(pname):
                     raise  # a broken built-in is a bug, not a user problem
-                self.registry.unregister_provider(_provider_name(pname))
-                self._fail(pname, dist, "crossvis_register_components", exc)
+                manager._broken.add((pname, hook_name))
+                if hook_name == _REGISTER:
+                    manager.registry.unregister_provider(provider)
+                manager._fail(pname, manager.distributions.get(pname, pname), hook_name, exc)
+                return None
+
+        return guarded
+
+    def _culprit(self, exc: BaseException, hook_name: str) -> Optional[str]:
+        """The plugin whose hook implementation raised ``exc`` (found on the traceback), if any."""
+        codes = {}
+        for impl in getattr(self.hook, hook_name).get_hookimpls():
+            function = getattr(impl.function, "__wrapped__", impl.function)
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                codes[code] = impl.plugin_name
+        tb = exc.__traceback__
+        found = None
+        while tb is not None:
+            found = codes.get(tb.tb_frame.f_code, found)
+            tb = tb.tb_next
+        return found
 
     def _fail(self, plugin: str, dist: str, stage: str, exc: BaseException) -> None:
         failure = PluginFailure(plugin, dist, stage, f"{type(exc).__name__}: {exc}")
         self.failures.append(failure)
-        print(f"crossvis: warning: {failure.message()}", file=sys.stderr)
-
-    def call_safely(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of ``hook_name``; one that raises is reported by plugin and skipped."""
-        results = []
-        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
-            args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
-            try:
-                results.append(impl.function(**args))
-            except Exception as exc:  # noqa: BLE001
-                if impl.plugin_name.startswith("crossvis."):
-                    raise
-                self._fail(impl.plugin_name, self.distributions.get(impl.plugin_name, "?"), hook_name, exc)
-        return results
-
-
-def _provider_name(plugin_name: str) -> str:
-    return "crossvis" if plugin_name.startswith("crossvis.") else plugin_name
+        logger.warning(failure.message())
 
 
 def _crossvis_dist() -> str:
@@ -204,7 +224,20 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
-_lock = threading.Lock()
+def _allowed_names() -> Optional[set[str]]:
+    allow = os.environ.get("CROSSVIS_LOAD_PLUGINS")
+    return None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+
+
+def entry_point_names() -> list[str]:
+    """Names of the external plugins that would load (read from package metadata, nothing imported)."""
+    if os.environ.get("CROSSVIS_DISABLE_PLUGIN_AUTOLOAD"):
+        return []
+    allowed = _allowed_names()
+    return sorted({ep.name for ep in _entry_points() if allowed is None or ep.name in allowed})
+
+
+_lock = threading.RLock()
 _manager: Optional[CrossVISPluginManager] = None
 
 
@@ -219,13 +252,18 @@ def get_plugin_manager() -> CrossVISPluginManager:
             try:
                 pm.check_pending()
             except pluggy.PluginValidationError as exc:
-                name = getattr(exc, "plugin", None)
-                pname = pm.get_name(name) if name is not None else "?"
-                pm._fail(pname, pm.distributions.get(pname, "?"), "validation", exc)
-                if name is not None:
+                plugin = getattr(exc, "plugin", None)
+                pname = pm.get_name(plugin) if plugin is not None else "?"
+                pm._fail(pname or "?", pm.distributions.get(pname, "?"), "validation", exc)
+                if pname:
                     pm.remove_plugin(pname)
             _manager = pm
         return _manager
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, filled by the plugins on first use."""
+    return get_plugin_manager().registry
 
 
 def reset_plugin_manager() -> None:
@@ -235,6 +273,6 @@ def reset_plugin_manager() -> None:
         _manager = None
 
 
-def register_plugin(plugin: ModuleType | Any, name: Optional[str] = None) -> str:
+def register_plugin(plugin: Any, name: Optional[str] = None) -> str:
     """Register a plugin object or module at run time, e.g. from another project's code."""
     return get_plugin_manager().add_plugin(plugin, name=name, distribution=name or "user")

@@ -2,6 +2,10 @@
 
 Components are registered by plugins (the built-in packages are plugins too) through the
 ``crossvis_register_components(registry)`` hook. Recipes refer to them as ``{type: name, ...}``.
+The registry is a plain data structure: it knows nothing of plugins (the process-wide one is
+:func:`crossvis.plugins.get_registry`). Every kind here is built from recipes somewhere:
+backbone/neck/head (``model.*``), loss (``model.embedding_loss``, the FCOS loss), model,
+tracker (``tracker:``), dataset (``data.*``) and transform (``data.*.transforms``).
 
 Example:
     >>> reg = Registry()
@@ -17,12 +21,10 @@ from typing import Any, Callable, Iterator, Optional
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["KINDS", "Registry", "RegistryEntry", "UnknownComponentError", "DuplicateComponentError",
-           "get_registry"]
+__all__ = ["KINDS", "Registry", "RegistryEntry", "UnknownComponentError", "DuplicateComponentError"]
 
 KINDS: tuple[str, ...] = (
-    "backbone", "neck", "head", "loss", "model", "tracker", "dataset", "transform", "evaluator",
-    "postprocessor",
+    "backbone", "neck", "head", "loss", "model", "tracker", "dataset", "transform",
 )
 
 
@@ -141,10 +143,3 @@ class _ProviderScope:
 
     def __exit__(self, *exc: object) -> None:
         self.registry._current_provider = self.saved
-
-
-def get_registry() -> Registry:
-    """The process-wide registry, filled by the plugin manager on first use."""
-    from crossvis.plugins import get_plugin_manager
-
-    return get_plugin_manager().registry

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from crossvis import load_recipe
 from crossvis.data import generate_synthetic_splits
-from crossvis.engine import Trainer
+from crossvis.training import Trainer
 
 #: (name, crossover, embedding loss node) — the four rows of Table 8
 VARIANTS = [

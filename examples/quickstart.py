@@ -14,8 +14,8 @@ from PIL import Image
 
 from crossvis import Predictor, load_recipe
 from crossvis.data import YTVISVideoDataset, generate_synthetic_splits
-from crossvis.engine import Trainer
-from crossvis.engine.visualize import draw_tracked_instances
+from crossvis.training import Trainer
+from crossvis.inference.visualize import draw_tracked_instances
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from crossvis.registry import DuplicateComponentError, Registry, UnknownComponentError
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 
 def make_registry():

@@ -12,8 +12,7 @@ from crossvis.backbones.base import Backbone
 from crossvis.backbones.dla import DLA, DLA_LEVELS, dla34
 from crossvis.backbones.fpn import FPN, c2_xavier_fill
 from crossvis.backbones.norm import NORMS, freeze_module, get_norm
-from crossvis.backbones.official_keys import map_official_backbone_key
 from crossvis.backbones.resnet import RESNET_STAGES, ResNet
 
 __all__ = ["Backbone", "ResNet", "RESNET_STAGES", "DLA", "dla34", "DLA_LEVELS", "FPN", "c2_xavier_fill",
-           "NORMS", "get_norm", "freeze_module", "map_official_backbone_key"]
+           "NORMS", "get_norm", "freeze_module"]

@@ -2,7 +2,7 @@
 from crossvis.backbones.dla import DLA, dla34
 from crossvis.backbones.fpn import FPN
 from crossvis.backbones.resnet import ResNet
-from crossvis.plugins import hookimpl
+from crossvis.hookspecs import hookimpl
 from crossvis.registry import Registry
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["NORMS", "check_norm", "get_norm", "freeze_module"]
 

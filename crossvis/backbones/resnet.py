@@ -1,7 +1,7 @@
 """ResNet body (no average pool, no classifier) built from :mod:`torchvision.models.resnet`.
 
 Module names are torchvision's (``conv1``, ``bn1``, ``layer1`` … ``layer4``), so torchvision
-ImageNet state dicts load directly (minus ``fc.*``); :mod:`crossvis.backbones.official_keys` maps the
+ImageNet state dicts load directly (minus ``fc.*``); :mod:`crossvis.deploy.official_keys` maps the
 detectron2/AdelaiDet names (``stem.conv1``, ``res2`` … ``res5``) onto them. Stage ``layer{k}`` is
 output ``res{k+1}``.
 """

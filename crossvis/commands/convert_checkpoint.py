@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from crossvis.engine.convert import convert_checkpoint
+    from crossvis.deploy.convert import convert_checkpoint
 
     convert_checkpoint(args.src, args.dst, num_classes=args.num_classes, num_identities=args.num_identities,
                        arch=args.arch)

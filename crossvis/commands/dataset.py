@@ -12,7 +12,7 @@ import argparse
 import time
 from collections import Counter
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -41,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from crossvis.data.video import open_video_source, write_video
-    from crossvis.engine.predictor import Predictor
-    from crossvis.engine.visualize import draw_tracked_instances, save_instance_masks
+    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.visualize import draw_tracked_instances, save_instance_masks
     from crossvis.eval import write_results
     from crossvis.recipes import load_recipe
-    from crossvis.structures import CrossVISError
+    from crossvis.errors import CrossVISError
 
     if args.max_frames is not None and args.max_frames < 1:
         raise CrossVISError(f"--max-frames must be >= 1, got {args.max_frames}")

@@ -24,10 +24,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from crossvis.commands.evaluate import format_table
-    from crossvis.engine.inference import infer_and_evaluate, split_paths
-    from crossvis.engine.predictor import Predictor
+    from crossvis.inference.runner import infer_and_evaluate, split_paths
+    from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe
-    from crossvis.structures import CrossVISError
+    from crossvis.errors import CrossVISError
 
     if not Path(args.checkpoint).is_file():
         raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass the .pth written by crossvis train")

@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export", help="export the per-frame network (torch.export or ONNX)",
         description="Export the model's per-frame network (normalised padded image -> per-level class/box/"
                     "centerness/controller/embedding maps and mask features) for a fixed input size. The dynamic "
-                    "mask head, post-processing and tracker stay in Python (crossvis.engine.export."
+                    "mask head, post-processing and tracker stay in Python (crossvis.deploy.export."
                     "predict_from_outputs).")
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="model weights (default: random init)")
@@ -25,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossvis.engine.export import export_network, output_names
-    from crossvis.engine.predictor import Predictor
+    from crossvis.deploy.export import export_network, output_names
+    from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

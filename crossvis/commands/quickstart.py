@@ -54,7 +54,7 @@ def run_quickstart(output: str | Path, fast: bool = False, overrides: Optional[l
     An existing ``DIR/run`` with checkpoints is resumed instead of restarted.
     """
     from crossvis.data import generate_synthetic_splits
-    from crossvis.engine.trainer import Trainer
+    from crossvis.training.trainer import Trainer
     from crossvis.recipes import apply_overrides, load_recipe, parse_overrides
 
     start = time.perf_counter()
@@ -84,9 +84,9 @@ def draw_overlays(trainer: Any, annotations: Path, images: Path, out_dir: Path, 
     from PIL import Image
 
     from crossvis.data import YTVISVideoDataset
-    from crossvis.engine.checkpoint import unwrap_model
-    from crossvis.engine.predictor import Predictor
-    from crossvis.engine.visualize import draw_tracked_instances
+    from crossvis.checkpoint import unwrap_model
+    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.visualize import draw_tracked_instances
 
     videos = YTVISVideoDataset(str(annotations), str(images))
     predictor = Predictor.from_model(unwrap_model(trainer.model), trainer.resolved_recipe, device=trainer.device)

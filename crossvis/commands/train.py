@@ -21,8 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossvis.engine.distributed import cleanup_distributed
-    from crossvis.engine.trainer import Trainer
+    from crossvis.distributed import cleanup_distributed
+    from crossvis.training.trainer import Trainer
     from crossvis.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

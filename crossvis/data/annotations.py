@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["VideoRecord", "TrackRecord", "VISAnnotations", "load_vis_annotations", "read_json",
            "is_cocovid", "cocovid_to_tracks", "decode_segmentation", "decode_frame_masks"]

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 from .annotations import cocovid_to_tracks, is_cocovid, read_json
 

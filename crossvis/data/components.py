@@ -1,7 +1,7 @@
 """Registers the data package's datasets and transforms with the component registry."""
 from __future__ import annotations
 
-from crossvis.plugins import hookimpl
+from crossvis.hookspecs import hookimpl
 from crossvis.registry import Registry
 
 from .datasets import YTVISFrameDataset, YTVISPairDataset, YTVISVideoDataset

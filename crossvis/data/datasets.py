@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 from .annotations import VideoRecord, VISAnnotations, decode_frame_masks, load_vis_annotations
 from .transforms import ClipTransform, Compose, finalize_instances
@@ -45,12 +45,16 @@ def _build_transform(transforms: Any) -> Optional[ClipTransform]:
     if transforms is None or callable(transforms):
         return transforms
     built = []
-    for t in transforms:
+    for i, t in enumerate(transforms):
         if isinstance(t, Mapping):
-            from crossvis.registry import get_registry
+            # plain-Python use; recipes build their transforms through the registry first
+            # (crossvis.training.datasets.with_built_transforms) so errors carry file:line
+            from crossvis.plugins import get_registry
+            from crossvis.recipes import build
 
-            kwargs = {k: v for k, v in t.items() if k != "type"}
-            t = get_registry().get("transform", t.get("type"))(**kwargs)
+            t = build("transform", t, where=f"transforms[{i}]", registry=get_registry())
+        elif not callable(t):
+            raise CrossVISError(f"transforms[{i}] is {t!r}: expected a transform or a {{type: name, ...}} node")
         built.append(t)
     return Compose(built)
 

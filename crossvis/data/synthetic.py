@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["SHAPES", "SyntheticPaths", "generate_synthetic_dataset", "generate_synthetic_splits",
            "rle_from_mask"]

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["IMAGE_EXTENSIONS", "VideoSource", "FrameFolderSource", "VideoFileSource", "open_video_source",
            "write_video", "natural_key"]

@@ -1,7 +1,7 @@
 """Registers the heads with the crossvis registry (kind ``head``)."""
 from crossvis.heads.fcos_head import FCOSHead
 from crossvis.heads.mask_branch import MaskBranch
-from crossvis.plugins import hookimpl
+from crossvis.hookspecs import hookimpl
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Registers the losses with the crossvis registry (kind ``loss``)."""
 from crossvis.losses.embedding import GlobalFocalEmbeddingLoss, GlobalSoftmaxEmbeddingLoss, PairwiseEmbeddingLoss
 from crossvis.losses.fcos import FCOSLoss
-from crossvis.plugins import hookimpl
+from crossvis.hookspecs import hookimpl
 
 
 @hookimpl

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from crossvis.losses.dice import dice_loss
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["match_identities", "sample_partner_locations", "combine_directions", "crossover_dice_loss"]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = [
     "embedding_scale",

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from crossvis.losses.distributed import mean_over_processes
+from crossvis.distributed import mean_over_processes
 
 __all__ = ["ltrb_giou_loss", "centerness_targets", "FCOSLoss"]
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["build_model"]
 

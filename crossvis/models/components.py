@@ -1,7 +1,7 @@
 """Registers the meta-architectures with the crossvis registry (kind ``model``)."""
 from crossvis.models.condinst import CondInst
 from crossvis.models.crossvis import CrossVIS
-from crossvis.plugins import hookimpl
+from crossvis.hookspecs import hookimpl
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from crossvis.models.condinst import CondInst
 from crossvis.models.preprocess import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD
 from crossvis.models.criterion import FrameTargets
 from crossvis.models.network import flatten_levels
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["CrossVIS"]
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 __all__ = ["ImagePreprocessor", "IMAGENET_RGB_MEAN", "IMAGENET_RGB_STD", "test_resize_shape"]
 

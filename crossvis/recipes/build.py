@@ -6,7 +6,7 @@ import inspect
 from typing import Any, Mapping, Optional
 
 from crossvis.recipes.loader import RecipeError, RecipeNode
-from crossvis.registry import Registry, UnknownComponentError, get_registry
+from crossvis.registry import Registry, UnknownComponentError
 
 __all__ = ["build", "check_kwargs", "component_parameters"]
 
@@ -70,7 +70,10 @@ def build(kind: str, node: Mapping[str, Any], *, where: Optional[str] = None,
         raise RecipeError(f"{where or kind}: expected a mapping with a 'type' key, got {node!r}")
     if "type" not in node:
         raise RecipeError(f"{_where(node, None, where)}: a {kind} node needs a 'type' key")
-    registry = registry or get_registry()
+    if registry is None:
+        from crossvis.plugins import get_registry
+
+        registry = get_registry()
     name = node["type"]
     try:
         factory = registry.get(kind, name, where=_where(node, "type", where))

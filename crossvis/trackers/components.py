@@ -1,5 +1,5 @@
 """Registers the built-in trackers (kind ``tracker``) through the plugin hook."""
-from crossvis.plugins import hookimpl
+from crossvis.hookspecs import hookimpl
 from crossvis.trackers.crossvis_tracker import CrossVISTracker
 from crossvis.trackers.masktrack import MaskTrackScoringTracker
 

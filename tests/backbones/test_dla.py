@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossvis.backbones import DLA, dla34
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 ALL_LEVELS = tuple(f"level{i}" for i in range(6))
 BODY = "backbone.bottom_up."

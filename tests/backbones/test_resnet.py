@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from crossvis.backbones import ResNet
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 ALL_STAGES = ("res2", "res3", "res4", "res5")
 

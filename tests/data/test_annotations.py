@@ -7,7 +7,7 @@ from pycocotools import mask as mask_utils
 
 import crossvis.data.annotations as annotations_module
 from crossvis.data import YTVISFrameDataset, cocovid_to_tracks, decode_segmentation, load_vis_annotations
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 from vis_data_helpers import TRACKS, VIDEOS, list_rle
 

@@ -6,8 +6,8 @@ from torchvision.ops import masks_to_boxes
 
 from crossvis.data import (RandomHorizontalFlip, ResizeShortestEdge, YTVISFrameDataset, YTVISPairDataset,
                            YTVISVideoDataset)
-from crossvis.registry import get_registry
-from crossvis.structures import CrossVISError
+from crossvis.plugins import get_registry
+from crossvis.errors import CrossVISError
 from vis_data_helpers import KEPT_FRAMES, VIDEOS, make_vis_dataset
 
 

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from crossvis.data.video import open_video_source, write_video
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 
 def _frames(n, h=48, w=64):

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from pycocotools import mask as mask_utils
 
 from crossvis.eval import encode_mask, load_results, write_results, write_submission_zip
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools decode on numpy 2
 

@@ -12,7 +12,7 @@ from crossvis.losses.crossover import (
     match_identities,
     sample_partner_locations,
 )
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 
 def ids(*values: int) -> torch.Tensor:

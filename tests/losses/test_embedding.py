@@ -14,7 +14,7 @@ from crossvis.losses.embedding import (
     PairwiseEmbeddingLoss,
     embedding_scale,
 )
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 
 # A 2-d embedding space with M = 3 proxies, set by hand.
 W = [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]

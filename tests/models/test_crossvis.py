@@ -7,7 +7,7 @@ import torch
 from crossvis.losses.embedding import PairwiseEmbeddingLoss
 from crossvis.models import build_model
 from crossvis.recipes import load_recipe
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 from model_toys import empty_frame, frame, tiny_crossvis
 
 RECIPES = Path(__file__).resolve().parents[2] / "examples" / "recipes"

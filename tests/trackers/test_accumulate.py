@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tracker_cases import empty, frame
 
-from crossvis.structures import CrossVISError
+from crossvis.errors import CrossVISError
 from crossvis.trackers import CrossVISTracker, VideoAccumulator, encode_masks
 
 SIZE = (24, 37)

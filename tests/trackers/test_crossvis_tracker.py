@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torchvision.ops import box_iou
 from tracker_cases import empty, frame
 
-from crossvis.registry import get_registry
+from crossvis.plugins import get_registry
 from crossvis.structures import CrossVISError, FrameDetections
 from crossvis.trackers import CrossVISTracker
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from tracker_cases import frame
 
-from crossvis.registry import get_registry
-from crossvis.structures import CrossVISError
+from crossvis.plugins import get_registry
+from crossvis.errors import CrossVISError
 from crossvis.trackers import MaskTrackScoringTracker
 
 

@@ -1,0 +1,302 @@
+"""Speed and memory measurements of the per-frame detector and the online pipeline.
+
+Models run with random weights (speed does not depend on the values) at the official test size:
+frames of 360×640 are resized to short side 360 / long side ≤ 640 (no-op) and padded to 384×640.
+Random weights give no detections at the official 0.05 threshold (prior 0.01) or far too many,
+so every model is held at a fixed number of detections per frame (default 100, the official cap):
+
+* CrossVIS: ``cls_logits`` and ``ctrness`` biases are set to 0 (every candidate scores ≈ 0.5) and
+  the ``bbox_pred`` bias to 1 (boxes one stride around their location, so none is empty and
+  neighbours overlap below the NMS IoU), so each frame yields ``max_detections`` detections, each
+  with a mask and an embedding;
+* torchvision FCOS: ``score_thresh=0.0``, ``detections_per_img=N``;
+* torchvision Mask R-CNN: ``box_score_thresh=0.0``, ``detections_per_img=N`` (its mask head and
+  mask pasting run on N boxes).
+
+torchvision models get ``min_size=360, max_size=640`` so they see the same resolution.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossvis.errors import CrossVISError
+
+__all__ = ["BenchResult", "synthetic_frames", "crossvis_model", "torchvision_detector", "time_per_frame",
+           "peak_rss_mib", "current_rss_mib", "fast_accuracy", "head_flops", "bench_network", "bench_pipeline", "bench_torchvision", "format_rows"]
+
+ARCHS = ("r50", "r101", "dla34")
+
+
+@dataclass
+class BenchResult:
+    """One timed configuration: median and quartiles of the per-frame wall time in milliseconds and
+    the median per-frame CPU time of the process (all threads; with one thread it is the compute
+    time and barely depends on other load on the machine)."""
+
+    name: str
+    mode: str
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    cpu_median_ms: float
+    frames: int
+    threads: int
+    detections: float = float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def synthetic_frames(num: int, height: int = 360, width: int = 640, seed: int = 0) -> list[np.ndarray]:
+    """``num`` H×W×3 uint8 RGB frames: smooth colour blobs drifting over a textured background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    background = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
+    blobs = [(rng.uniform(0, height), rng.uniform(0, width), rng.uniform(20, 80), rng.integers(0, 255, 3))
+             for _ in range(5)]
+    frames = []
+    for t in range(num):
+        frame = background.copy()
+        for cy, cx, r, colour in blobs:
+            inside = (yy - cy - 3 * t) ** 2 + (xx - cx - 5 * t) ** 2 < r * r
+            frame[inside] = colour
+        frames.append(frame)
+    return frames
+
+
+def crossvis_model(arch: str, num_detections: int = 100, num_classes: int = 40) -> nn.Module:
+    """An official-layout CrossVIS model with random weights that yields ``num_detections`` per frame."""
+    from crossvis.deploy.convert import official_recipe
+    from crossvis.models import build_model
+
+    if arch not in ARCHS:
+        raise CrossVISError(f"unknown benchmark architecture {arch!r}; use one of {', '.join(ARCHS)}")
+    recipe = official_recipe(arch, num_classes=num_classes)
+    recipe["model"]["max_detections"] = int(num_detections)
+    model = build_model(recipe).eval()
+    with torch.no_grad():
+        model.network.head.cls_logits.bias.zero_()
+        model.network.head.ctrness.bias.zero_()
+        model.network.head.bbox_pred.bias.fill_(1.0)
+    return model
+
+
+def torchvision_detector(name: str, num_detections: int = 100, num_classes: int = 41) -> nn.Module:
+    """torchvision ``fcos_resnet50_fpn`` or ``maskrcnn_resnet50_fpn`` (random weights) at 360×640."""
+    from torchvision.models import detection
+
+    common = dict(weights=None, weights_backbone=None, num_classes=num_classes, min_size=360, max_size=640,
+                  detections_per_img=int(num_detections))
+    if name == "fcos":
+        return detection.fcos_resnet50_fpn(score_thresh=0.0, **common).eval()
+    if name == "maskrcnn":
+        return detection.maskrcnn_resnet50_fpn(box_score_thresh=0.0, **common).eval()
+    raise CrossVISError(f"unknown torchvision detector {name!r}; use fcos or maskrcnn")
+
+
+def time_per_frame(step: Callable[[Any], Any], frames: Sequence[Any], warmup: int = 2) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds per call of ``step(frame)`` for each frame after ``warmup`` untimed calls."""
+    for frame in frames[:warmup]:
+        step(frame)
+    times = []
+    for frame in frames:
+        wall, cpu = time.perf_counter(), time.process_time()
+        step(frame)
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return times
+
+
+def _result(name: str, mode: str, times: list[tuple[float, float]], detections: float = float("nan")) -> BenchResult:
+    ms = sorted(t[0] * 1000.0 for t in times)
+    q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+    cpu = statistics.median(t[1] * 1000.0 for t in times)
+    return BenchResult(name, mode, statistics.median(ms), q[0], q[2], cpu, len(ms), torch.get_num_threads(),
+                       detections)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _to_tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+
+
+def bench_network(arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
+                  num_detections: int = 100) -> BenchResult:
+    """Network only (normalised padded batch → raw per-level maps), fp32 or the fast path."""
+    from crossvis.inference.fast import FastInference
+
+    model = crossvis_model(arch, num_detections)
+    batches = [model.preprocessor.batch([model.preprocessor.resize_for_test(_to_tensor(f))])[0] for f in frames]
+    if fast:
+        runner = FastInference(model)
+        step = runner.network_outputs
+    else:
+        def step(batch: torch.Tensor) -> Any:
+            with torch.inference_mode():
+                return model.forward_network(batch)
+    return _result(f"crossvis-{arch}", "network-fast" if fast else "network-fp32", time_per_frame(step, batches, warmup))
+
+
+def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
+                   num_detections: int = 100) -> BenchResult:
+    """The full online pipeline: H×W×3 uint8 frame → ``Predictor.track`` → tracked instances."""
+    from crossvis.deploy.convert import official_recipe
+    from crossvis.inference.fast import FastInference
+    from crossvis.inference.predictor import Predictor
+
+    model = crossvis_model(arch, num_detections)
+    predictor = Predictor.from_model(model, official_recipe(arch), device="cpu")
+    if fast:
+        predictor._forward = FastInference(model).predict
+    counts: list[int] = []
+    stream = predictor.track(_repeat(frames, warmup))
+    for _ in range(warmup):
+        next(stream)
+    times = []
+    for _ in frames:
+        wall, cpu = time.perf_counter(), time.process_time()
+        counts.append(len(next(stream).track_ids))
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return _result(f"crossvis-{arch}", "pipeline-fast" if fast else "pipeline-fp32", times, float(np.mean(counts)))
+
+
+def _repeat(frames: Sequence[np.ndarray], warmup: int) -> Iterable[np.ndarray]:
+    yield from frames[:warmup]
+    yield from frames
+
+
+def bench_torchvision(name: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
+                      num_detections: int = 100) -> BenchResult:
+    """torchvision FCOS / Mask R-CNN on the same frames: float tensor in → detections out."""
+    model = torchvision_detector(name, num_detections)
+    if fast:
+        model.to(memory_format=torch.channels_last)
+    counts: list[int] = []
+
+    def step(frame: np.ndarray) -> None:
+        image = _to_tensor(frame).float() / 255.0
+        with torch.inference_mode():
+            if fast:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = model([image])
+            else:
+                out = model([image])
+        counts.append(len(out[0]["boxes"]))
+
+    times = time_per_frame(step, frames, warmup)
+    return _result(f"torchvision-{name}", "fast" if fast else "fp32", times, float(np.mean(counts[warmup:])))
+
+
+def head_flops(arch: str = "r50", height: int = 360, width: int = 640) -> dict[str, float]:
+    """Multiply-accumulates (GMAC) of CrossVIS's network and torchvision FCOS, by module.
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs = 1 MAC) for one
+    ``height``×``width`` frame, which both models pad to multiples of 32. Keys:
+    ``crossvis/<module>`` and ``fcos/<module>`` (modules up to two levels deep).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict[str, float] = {}
+    model = crossvis_model(arch)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.forward_network(torch.zeros(1, 3, -(-height // 32) * 32, -(-width // 32) * 32))
+    for module, counts in counter.get_flop_counts().items():
+        if module.count(".") <= 2:
+            out[f"crossvis/{module}"] = sum(counts.values()) / 2e9
+    fcos = torchvision_detector("fcos")
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        fcos([torch.zeros(3, height, width)])
+    for module, counts in counter.get_flop_counts().items():
+        if module.count(".") <= 2:
+            out[f"fcos/{module}"] = sum(counts.values()) / 2e9
+    return out
+
+
+def format_rows(rows: Sequence[BenchResult], reference: Optional[BenchResult] = None) -> str:
+    """A text table; with ``reference`` columns of wall- and CPU-time ratios against it."""
+    header = f"{'model':<22}{'mode':<16}{'median ms':>10}{'p25':>9}{'p75':>9}{'cpu ms':>9}{'dets':>6}{'thr':>4}"
+    if reference is not None:
+        header += f"{'wall/ref':>10}{'cpu/ref':>9}"
+    lines = [header]
+    for r in rows:
+        line = (f"{r.name:<22}{r.mode:<16}{r.median_ms:>10.1f}{r.p25_ms:>9.1f}{r.p75_ms:>9.1f}"
+                f"{r.cpu_median_ms:>9.1f}{r.detections:>6.0f}{r.threads:>4}")
+        if reference is not None:
+            line += f"{r.median_ms / reference.median_ms:>10.2f}{r.cpu_median_ms / reference.cpu_median_ms:>9.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def current_rss_mib() -> float:
+    """Current resident set size of this process, MiB (Linux ``/proc/self/status``; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def fast_accuracy(recipe: Any, checkpoint: Optional[str] = None, max_videos: Optional[int] = None) -> dict[str, float]:
+    """Accuracy guard of the fast path on ``recipe``'s ``data.test`` videos.
+
+    Runs the fp32 and the fast :class:`~crossvis.inference.predictor.Predictor` pipelines on the same
+    frames and returns ``matched`` (fp32 detections whose best fast detection of the same class has
+    box IoU > 0.5), ``mean_mask_iou`` over those, and the YouTube-VIS ``AP_fp32`` / ``AP_fast``.
+    """
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+    from torchvision.ops import box_iou
+
+    from crossvis.inference.fast import FastInference
+    from crossvis.inference.predictor import Predictor
+    from crossvis.eval import evaluate_ytvis
+    from crossvis.recipes import load_recipe
+
+    recipe = load_recipe(recipe)
+    test = recipe.get("data", {}).get("test") or {}
+    if not test.get("annotations") or not test.get("images"):
+        raise CrossVISError("the accuracy check needs data.test.annotations and data.test.images in the recipe")
+    gt = json.loads(Path(test["annotations"]).read_text())
+    videos = gt["videos"][:max_videos] if max_videos else gt["videos"]
+    exact = Predictor(recipe, checkpoint=checkpoint, device="cpu")
+    fast = Predictor(recipe, checkpoint=checkpoint, device="cpu")
+    fast._forward = FastInference(fast.model).predict
+    results: dict[str, list] = {"fp32": [], "fast": []}
+    ious: list[float] = []
+    for video in videos:
+        frames = [np.array(Image.open(Path(test["images"]) / name).convert("RGB")) for name in video["file_names"]]
+        for a, b in zip(exact.track(frames), fast.track(frames)):
+            if len(a.track_ids) and len(b.track_ids):
+                overlap = box_iou(a.boxes, b.boxes)
+                overlap[a.labels[:, None] != b.labels[None, :]] = 0
+                best, index = overlap.max(dim=1)
+                for i in torch.nonzero(best > 0.5).flatten().tolist():
+                    ma, mb = a.masks[i], b.masks[index[i]]
+                    union = (ma | mb).sum().item()
+                    ious.append((ma & mb).sum().item() / union if union else 1.0)
+        results["fp32"] += exact.video_results(video["id"])
+        results["fast"] += fast.video_results(video["id"])
+    subset = dict(gt, videos=videos, annotations=[a for a in gt["annotations"]
+                                                  if a["video_id"] in {v["id"] for v in videos}])
+    ap = {k: evaluate_ytvis(subset, v, allow_empty=True)["AP"] for k, v in results.items()}
+    return {"matched": float(len(ious)), "mean_mask_iou": float(np.mean(ious)) if ious else float("nan"),
+            "AP_fp32": ap["fp32"], "AP_fast": ap["fast"]}

@@ -1,0 +1,36 @@
+"""Training: the loop, solver, sampler, seeding, run checkpoints, metrics and the training dataset.
+
+    >>> from crossvis.recipes import load_recipe
+    >>> from crossvis.training import Trainer
+    >>> Trainer(load_recipe("crossvis:quickstart_synthetic"), "runs/demo").train()   # doctest: +SKIP
+
+Names are imported on first use, so ``import crossvis.training`` is cheap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "Trainer": "crossvis.training.trainer",
+    "Checkpointer": "crossvis.training.checkpointer",
+    "build_optimizer": "crossvis.training.solver",
+    "WarmupMultiStepLR": "crossvis.training.solver",
+    "GroupedInfiniteBatchSampler": "crossvis.training.sampler",
+    "KeyedDataset": "crossvis.training.sampler",
+    "SampleKey": "crossvis.training.sampler",
+    "seed_everything": "crossvis.training.seeding",
+    "MetricsLogger": "crossvis.training.metrics",
+    "build_train_dataset": "crossvis.training.datasets",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'crossvis.training' has no attribute {name!r}")

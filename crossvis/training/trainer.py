@@ -1,0 +1,299 @@
+"""The training loop: a plain class usable from Python and from ``crossvis train``.
+
+Example:
+    >>> from crossvis.recipes import load_recipe
+    >>> recipe = load_recipe("examples/recipes/quickstart_synthetic.yaml", ["solver.max_iter=10"])
+    >>> Trainer(recipe, "runs/demo").train()      # doctest: +SKIP
+
+What a run writes to its output folder (rank 0 only): ``recipe.yaml`` (the resolved recipe with
+the injected ``num_classes``/``num_identities``), ``metrics.jsonl``, ``checkpoints/`` (see
+:mod:`crossvis.checkpoint`), ``loss_curve.png`` and, when ``data.test`` is set,
+``eval/results.json`` and ``eval/metrics.json``.
+
+Reproducibility: the data order and the augmentation of every sample are pure functions of
+``(runtime.seed, iteration)`` (:mod:`crossvis.training.sampler`), and checkpoints carry the optimizer,
+scheduler and random-generator states, so on CPU a run resumed from a checkpoint produces the
+same per-iteration losses as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from crossvis import distributed as dist_utils
+from crossvis.atomic import atomic_write_text
+from crossvis.checkpoint import load_checkpoint, load_weights, unwrap_model
+from crossvis.training.checkpointer import Checkpointer
+from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
+from crossvis.training.metrics import MetricsLogger, plot_loss_curve
+from crossvis.training.sampler import GroupedInfiniteBatchSampler, KeyedDataset, aspect_ratio_groups
+from crossvis.training.seeding import get_rng_states, seed_everything, set_rng_states, worker_init_fn
+from crossvis.training.solver import WarmupMultiStepLR, build_optimizer
+from crossvis.errors import CrossVISError
+
+__all__ = ["Trainer", "collate_as_list", "move_to_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def collate_as_list(batch: list[Any]) -> list[Any]:
+    """The model takes a list of samples; the loader must not stack them."""
+    return batch
+
+
+def move_to_device(obj: Any, device: torch.device) -> Any:
+    """Recursively move every tensor in dicts/lists/tuples to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: move_to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [move_to_device(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(move_to_device(v, device) for v in obj)
+    return obj
+
+
+class Trainer:
+    """Trains ``model`` on ``train_dataset`` by the recipe's ``solver:`` and ``runtime:`` sections.
+
+    Args:
+        recipe: the resolved recipe (a mapping, e.g. from :func:`crossvis.recipes.load_recipe`).
+        output_dir: the run folder.
+        resume: continue from the newest checkpoint in ``output_dir/checkpoints`` (a fresh start
+            when there is none).
+        model: a model to train instead of ``build_model(recipe, ...)``; it must map a list of
+            samples to a dict of scalar ``loss_*`` tensors.
+        train_dataset: a map-style dataset instead of the one built from ``data.train``; it may have
+            ``aspect_ratio_group(i)``, ``set_epoch(e)``, ``num_classes``, ``num_identities``.
+
+    Attributes useful to plugins (``crossvis_train_start/after_step/train_end`` receive the trainer):
+        ``iteration`` (completed iterations), ``max_iter``, ``model``, ``optimizer``,
+        ``scheduler``, ``output_dir``, ``rank``, ``world_size``, ``is_main``, ``recipe``.
+    """
+
+    def __init__(self, recipe: Mapping[str, Any], output_dir: Union[str, Path], *, resume: bool = False,
+                 model: Optional[nn.Module] = None, train_dataset: Optional[Any] = None) -> None:
+        self.recipe = recipe
+        self.output_dir = Path(output_dir)
+        self.solver: SolverConfig = section(recipe, "solver").scaled()
+        self.runtime: RuntimeConfig = section(recipe, "runtime")
+        if self.runtime.num_threads > 0:
+            torch.set_num_threads(self.runtime.num_threads)
+        self.device = dist_utils.init_distributed(self.runtime.resolved_device())
+        self.rank = dist_utils.get_rank()
+        self.world_size = dist_utils.get_world_size()
+        self.is_main = self.rank == 0
+        self.max_iter = self.solver.max_iter
+        self.iteration = 0
+        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep_last=self.solver.keep_last)
+        if not resume and self.checkpointer.latest() is not None:
+            raise CrossVISError(f"{self.output_dir} already holds checkpoints; pass --resume (resume=True) to "
+                                f"continue that run, or choose another output folder")
+        seed_everything(self.runtime.seed)
+
+        self.train_dataset = train_dataset if train_dataset is not None else self._build_train_dataset()
+        self.num_classes = getattr(self.train_dataset, "num_classes", None)
+        self.num_identities = getattr(self.train_dataset, "num_identities", None)
+        self.resolved_recipe = self._resolved_recipe()
+        if model is None:
+            from crossvis.models import build_model
+
+            # the location-aware recipe, so a bad component names its recipe file:line
+            model = build_model(self.recipe, num_classes=self.num_classes, num_identities=self.num_identities)
+        model.to(self.device)
+        weights = _get(recipe, "model.weights")
+        if weights:
+            load_weights(model, weights, report=self.is_main)
+        self.optimizer = build_optimizer(model, self.solver)
+        self.scheduler = WarmupMultiStepLR(self.optimizer, self.solver.steps, self.solver.gamma,
+                                           self.solver.warmup_iters, self.solver.warmup_factor)
+        self.use_amp = self.solver.amp and self.device.type == "cuda"
+        if self.solver.amp and not self.use_amp and self.is_main:
+            logger.info("note: solver.amp is ignored on CPU (mixed precision is used on CUDA only)")
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self._model = model
+        if resume:
+            self._resume()
+        self.model = self._wrap(model)
+
+    # -- construction helpers -------------------------------------------------------------------
+    def _build_train_dataset(self) -> Any:
+        from crossvis.training.datasets import build_train_dataset
+
+        return build_train_dataset(self.recipe, seed=self.runtime.seed)
+
+    def _resolved_recipe(self) -> dict[str, Any]:
+        from crossvis.recipes import to_plain
+
+        plain = to_plain(self.recipe)
+        model = plain.setdefault("model", {})
+        if self.num_classes is not None:
+            model["num_classes"] = int(self.num_classes)
+        if self.num_identities is not None:
+            model["num_identities"] = int(self.num_identities)
+        categories = getattr(getattr(self.train_dataset, "data", None), "categories", None)
+        if categories:
+            # the model's label space, so eval/demo name and number categories without the data
+            plain.setdefault("data", {})["categories"] = [
+                {"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
+        return plain
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.world_size == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=self.runtime.find_unused_parameters)
+
+    def _build_loader(self) -> DataLoader:
+        groups = aspect_ratio_groups(self.train_dataset, self.runtime.aspect_ratio_grouping)
+        self.sampler = GroupedInfiniteBatchSampler(groups, self.solver.ims_per_batch, self.runtime.seed,
+                                                   start_iter=self.iteration, rank=self.rank,
+                                                   world_size=self.world_size)
+        generator = torch.Generator().manual_seed(self.runtime.seed + self.rank)
+        return DataLoader(KeyedDataset(self.train_dataset, self.runtime.seed), batch_sampler=self.sampler,
+                          num_workers=self.runtime.num_workers, collate_fn=collate_as_list,
+                          worker_init_fn=worker_init_fn, generator=generator,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=self.runtime.num_workers > 0)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs (see :mod:`crossvis.checkpoint`)."""
+        state = {"model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
+                 "recipe": self.resolved_recipe, "rng": get_rng_states(),
+                 "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch}}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def save(self, name: str) -> Optional[Path]:
+        """Write a checkpoint named ``name`` (rank 0 only; other ranks return None)."""
+        if not self.is_main:
+            return None
+        return self.checkpointer.save(name, self.state_dict())
+
+    def _resume(self) -> None:
+        path = self.checkpointer.latest()
+        if path is None:
+            if self.is_main:
+                logger.info("no checkpoint in %s; starting from scratch", self.checkpointer.directory)
+            return
+        ckpt = load_checkpoint(path)
+        missing = [k for k in ("model", "optimizer", "scheduler", "iteration") if k not in ckpt]
+        if missing:
+            raise CrossVISError(f"{path} cannot be resumed from: it lacks {', '.join(missing)} "
+                                f"(it holds weights only; use model.weights to start from it instead)")
+        self._model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.iteration = int(ckpt["iteration"])
+        if "rng" in ckpt:
+            set_rng_states(ckpt["rng"])
+        saved = ckpt.get("sampler", {})
+        now = {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch}
+        if saved and saved != now and self.is_main:
+            logger.warning("resuming with %s but %s was written with %s; the data order will differ from the "
+                           "interrupted run", now, path.name, saved)
+        if self.is_main:
+            logger.info("resumed from %s at iteration %d/%d", path, self.iteration, self.max_iter)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run_step(self, batch: list[Any]) -> dict[str, float]:
+        """One optimizer step on ``batch`` (this rank's share); returns this rank's float losses."""
+        batch = move_to_device(batch, self.device)
+        with torch.autocast("cuda") if self.use_amp else contextlib.nullcontext():
+            losses = self.model(batch)
+        if not isinstance(losses, Mapping) or not losses:
+            raise CrossVISError("the model's training forward must return a non-empty dict of loss_* tensors")
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        if self.solver.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.solver.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def train(self) -> dict[str, Any]:
+        """Run from ``self.iteration`` to ``max_iter``; save checkpoints; evaluate at the end.
+
+        Returns:
+            ``{"iteration": int, "final_checkpoint": Path | None, "metrics": dict | None}``
+            (``metrics``: the end-of-training evaluation on ``data.test``, when it ran).
+        """
+        from crossvis.plugins import get_plugin_manager
+
+        plugins = get_plugin_manager()
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            from crossvis.recipes import dump_recipe
+
+            atomic_write_text(self.output_dir / "recipe.yaml", dump_recipe(self.resolved_recipe))
+        metrics_log = MetricsLogger(self.output_dir, self.max_iter, self.solver.log_period, start_iter=self.iteration,
+                               tensorboard=self.runtime.tensorboard, enabled=self.is_main)
+        plugins.call("crossvis_train_start", trainer=self)
+        self.model.train()
+        loader_iter = iter(self._build_loader()) if self.iteration < self.max_iter else None
+        try:
+            while self.iteration < self.max_iter:
+                t0 = time.perf_counter()
+                batch = next(loader_iter)
+                data_time = time.perf_counter() - t0
+                lr = self.optimizer.param_groups[0]["lr"]
+                losses = self.run_step(batch)
+                self.scheduler.step()
+                self.iteration += 1
+                losses = dist_utils.all_reduce_mean(losses, self.device)
+                total = sum(losses.values())
+                if not math.isfinite(total):
+                    raise CrossVISError(f"the training loss became {total} at iteration {self.iteration} "
+                                        f"({losses}); lower solver.base_lr or enable solver.clip_grad_norm")
+                metrics = {**losses, "total_loss": total, "lr": lr, "time": time.perf_counter() - t0,
+                           "data_time": data_time}
+                metrics_log.log(self.iteration, metrics)
+                plugins.call("crossvis_after_step", trainer=self, iteration=self.iteration, metrics=metrics)
+                if self.iteration % self.solver.checkpoint_period == 0 and self.iteration < self.max_iter:
+                    self.save(Checkpointer.periodic_name(self.iteration))
+        finally:
+            metrics_log.close()
+        final = self.save("model_final.pth")
+        plugins.call("crossvis_train_end", trainer=self)
+        eval_metrics = None
+        if self.is_main:
+            plot_loss_curve(self.output_dir / "metrics.jsonl", self.output_dir / "loss_curve.png")
+            if self.runtime.eval_at_end and _get(self.recipe, "data.test"):
+                from crossvis.inference.runner import evaluate_on_test
+
+                eval_metrics = evaluate_on_test(unwrap_model(self.model), self.resolved_recipe,
+                                                self.output_dir / "eval", self.device)
+        dist_utils.barrier()
+        return {"iteration": self.iteration, "final_checkpoint": final, "metrics": eval_metrics}
+
+
+def _get(recipe: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = recipe
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node

@@ -1,0 +1,42 @@
+"""Benchmark helpers: frames, timing, the fixed detection count, the table."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from benchlib import BenchResult, crossvis_model, format_rows, synthetic_frames, time_per_frame  # noqa: E402
+
+
+def test_synthetic_frames_are_deterministic_uint8_rgb():
+    a, b = synthetic_frames(3, 36, 64, seed=1), synthetic_frames(3, 36, 64, seed=1)
+    assert len(a) == 3 and a[0].shape == (36, 64, 3) and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], a[2])  # the blobs move
+
+
+def test_time_per_frame_times_every_frame_after_untimed_warmup():
+    calls = []
+    times = time_per_frame(calls.append, [1, 2, 3, 4], warmup=2)
+    assert calls == [1, 2, 1, 2, 3, 4] and len(times) == 4
+    assert all(wall >= 0 and cpu >= 0 for wall, cpu in times)
+
+
+def test_random_crossvis_model_is_held_at_the_requested_detection_count():
+    torch.manual_seed(0)
+    model = crossvis_model("dla34", num_detections=7)
+    frame = torch.from_numpy(synthetic_frames(1, 96, 160)[0]).permute(2, 0, 1).contiguous()
+    model.preprocessor.min_size_test, model.preprocessor.max_size_test = 96, 160
+    det = model.predict([frame])[0]
+    assert len(det) == 7 and det.masks.shape == (7, 96, 160) and det.embeddings.shape == (7, 256)
+
+
+def test_format_rows_ratio_column():
+    ref = BenchResult("fcos", "fp32", 100.0, 90.0, 110.0, 80.0, 5, 2, 100)
+    row = BenchResult("crossvis-r50", "pipeline-fp32", 150.0, 140.0, 160.0, 100.0, 5, 2, 100)
+    lines = format_rows([ref, row], ref).splitlines()
+    assert lines[1].split()[-2:] == ["1.00", "1.00"] and lines[2].split()[-2:] == ["1.50", "1.25"]

@@ -1,0 +1,119 @@
+"""The training loop on a toy model: outputs, events, exact in-process resume, errors."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from engine_toys import ToyModel, ToyPairDataset, toy_recipe
+
+from crossvis.training.trainer import Trainer
+from crossvis.plugins import get_plugin_manager, hookimpl
+from crossvis.errors import CrossVISError
+
+
+def _losses(out: Path) -> dict[int, dict[str, float]]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    iters = [r["iter"] for r in records]
+    assert iters == sorted(set(iters)), "every iteration must be logged exactly once"
+    return {r["iter"]: {k: v for k, v in r.items() if k.startswith("loss_") or k in ("total_loss", "lr")}
+            for r in records}
+
+
+def _train(out, resume=False, **solver):
+    torch.manual_seed(0)
+    return Trainer(toy_recipe(**solver), out, resume=resume, model=ToyModel(),
+                   train_dataset=ToyPairDataset()).train()
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    _train(out)
+    return out
+
+
+def test_a_run_writes_its_outputs(reference_run):
+    out = reference_run
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "last_checkpoint", "model_0000002.pth", "model_0000004.pth", "model_final.pth"]  # keep_last=2
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    assert all(set(v) == {"loss_cls", "loss_reg", "total_loss", "lr"} for v in losses.values())
+    assert losses[1]["lr"] == pytest.approx(0.05 * 0.001)  # warmup starts at factor 0.001
+    assert losses[5]["lr"] == pytest.approx(0.005)  # after the step at 4
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["model"] == {"num_classes": 3, "num_identities": 5}  # injected from the dataset
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = torch.load(out / "checkpoints" / "model_final.pth", weights_only=True)
+    assert ckpt["iteration"] == 6 and ckpt["recipe"]["solver"]["max_iter"] == 6
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "sampler"}
+
+
+class _StopAt:
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    @hookimpl
+    def crossvis_after_step(self, iteration):
+        if iteration == self.iteration:
+            raise KeyboardInterrupt  # not an Exception: the plugin manager does not swallow it
+
+
+def test_resume_in_process_reproduces_the_uninterrupted_losses(reference_run, tmp_path):
+    pm = get_plugin_manager()
+    pm.add_plugin(_StopAt(5), name="stop-at-5")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _train(tmp_path)
+    finally:
+        pm.remove_plugin("stop-at-5")
+    assert (tmp_path / "checkpoints" / "last_checkpoint").read_text().strip() == "model_0000004.pth"
+    with pytest.raises(CrossVISError, match="pass --resume"):
+        _train(tmp_path)
+    _train(tmp_path, resume=True)
+    assert _losses(tmp_path) == _losses(reference_run)  # exact equality on CPU
+
+
+def test_training_events_reach_plugins(tmp_path):
+    seen = []
+
+    class Recorder:
+        @hookimpl
+        def crossvis_train_start(self, trainer):
+            seen.append(("start", trainer.iteration))
+
+        @hookimpl
+        def crossvis_after_step(self, trainer, iteration, metrics):
+            seen.append(("step", iteration, sorted(metrics)))
+
+        @hookimpl
+        def crossvis_train_end(self, trainer):
+            seen.append(("end", trainer.iteration))
+
+    pm = get_plugin_manager()
+    pm.add_plugin(Recorder(), name="recorder")
+    try:
+        _train(tmp_path, max_iter=2)
+    finally:
+        pm.remove_plugin("recorder")
+    keys = ["data_time", "loss_cls", "loss_reg", "lr", "time", "total_loss"]
+    assert seen == [("start", 0), ("step", 1, keys), ("step", 2, keys), ("end", 2)]
+
+
+def test_nan_loss_is_a_clear_error(tmp_path):
+    with pytest.raises(CrossVISError, match="loss became nan"):
+        _train(tmp_path, base_lr=float("nan"), warmup_iters=0)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    recipe = toy_recipe()
+    recipe["runtime"]["tensorboard"] = True
+    with pytest.raises(CrossVISError, match="pip install tensorboard"):
+        Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset()).train()
