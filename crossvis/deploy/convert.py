@@ -2,7 +2,7 @@
 
 An official checkpoint is a ``.pth`` (``torch.save`` of ``{"model": state_dict, ...}`` or of a bare
 state dict) or a detectron2 ``.pkl`` (pickled dict of numpy arrays). :func:`convert_checkpoint`
-reads it safely, renames every tensor to the crossvis layout (reference §5.2), builds the
+reads it safely, renames every tensor to the crossvis layout (the official ``state_dict()`` names, see docs/deploy.md), builds the
 crossvis model of the matching architecture from :func:`official_recipe` and loads the renamed
 tensors into it, then writes
 
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 #: Architectures the official code (and AdelaiDet's DLA FPN) defines.
 OFFICIAL_ARCHS = ("r50", "r101", "dla34")
-#: YouTube-VIS 2019: 40 categories, 3774 annotated instance tracks in train.json (reference §1.6).
+#: YouTube-VIS 2019: 40 categories, 3774 annotated instance tracks in train.json (the official ``NUM_IDENTITIES`` / reid classifier size).
 YTVIS19_NUM_CLASSES = 40
 YTVIS19_NUM_IDENTITIES = 3774
 
@@ -171,7 +171,7 @@ def detect_arch(state: Mapping[str, Tensor], source: str = "<state dict>") -> st
 
 def official_recipe(arch: str, num_classes: int = YTVIS19_NUM_CLASSES,
                     num_identities: int = YTVIS19_NUM_IDENTITIES) -> dict[str, Any]:
-    """A plain recipe for the official CrossVIS model and its inference (reference §1, §4.1, §4.2).
+    """A plain recipe for the official CrossVIS model and its inference (configs/CrossVIS/Base-CrossVIS.yaml and tools/test_vis.py of the official code).
 
     Args:
         arch: one of :data:`OFFICIAL_ARCHS`.
@@ -182,7 +182,7 @@ def official_recipe(arch: str, num_classes: int = YTVIS19_NUM_CLASSES,
         raise CrossVISError(f"unknown architecture {arch!r}; use one of {', '.join(OFFICIAL_ARCHS)}")
     if arch == "dla34":
         # AdelaiDet DLA-34 FPN on level3-5 (P3-P5); the DLA keeps its BatchNorms (the official layout
-        # stores running statistics and num_batches_tracked, reference §1.2).
+        # stores running statistics and num_batches_tracked, as AdelaiDet's DLA backbone does).
         backbone: dict[str, Any] = {"type": "dla34", "norm": "BN", "out_features": ["level3", "level4", "level5"]}
         neck_in, top_levels, soi = ["level3", "level4", "level5"], 0, [64, 128]
     else:

@@ -148,13 +148,13 @@ def load_ground_truth(gt: dict | str | os.PathLike, occlusion: bool = False) -> 
 
 
 def prepare_ground_truth(gt: dict, source: str = "<dict>", occlusion: bool = False) -> GroundTruth:
-    """Prepare a per-track YouTube-VIS dict (reference §3.2); ``gt`` is not modified.
+    """Prepare a per-track YouTube-VIS dict (as ytvoseval prepares it, see docs/fidelity.md); ``gt`` is not modified.
 
     Videos and categories are sorted by id; tracks of unknown videos or categories are dropped;
     masks are converted to compressed RLE; ``avg_area`` is the mean of the truthy JSON ``areas``;
     ``ignore`` is the truthiness of ``iscrowd`` (missing ``iscrowd`` reads as 0).
 
-    With ``occlusion`` (the OVIS evaluation, §3.9) every kept track must carry ``occlusion`` labels,
+    With ``occlusion`` (the OVIS evaluation, cocoapi ``oviseval.py``) every kept track must carry ``occlusion`` labels,
     which become ``Track.occlusion`` (:func:`crossvis.eval.ovis.occlusion_score`), and must list
     as many frames as its video (``frame_counts``).
 

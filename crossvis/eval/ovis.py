@@ -2,7 +2,7 @@
 
 OVIS ground-truth tracks carry ``occlusion``: one label per frame, ``"no_occlusion"``,
 ``"slight_occlusion"``, ``"severe_occlusion"`` or ``null``. The official OVIS evaluator
-(reference ``vis-evaluation.md`` §3.9) turns them into one *occlusion score* per track:
+(qjy981010/cocoapi ``oviseval.py``) turns them into one *occlusion score* per track:
 
 1. map the labels to 0, 0.25 and 0.75, skipping ``null`` frames;
 2. sort the scores ascending and keep the top ``ceil(n / 2)`` of them, i.e. the **largest** half

@@ -19,7 +19,7 @@ def prepare_predictions(results: list[dict], gt: GroundTruth, source: str = "res
     """Group predictions by (video_id, category_id), in results order; ``results`` is not modified.
 
     Per frame the area is the RLE pixel count (0 where the entry is falsy); ``avg_area`` is the mean
-    of the non-zero areas, 0 if none (reference §3.1). Predictions in categories that the ground
+    of the non-zero areas, 0 if none (ytvos ``loadRes``). Predictions in categories that the ground
     truth does not list are dropped, as officially, with a warning.
 
     Raises:

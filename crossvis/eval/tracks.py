@@ -2,7 +2,7 @@
 
 A :class:`Track` holds one ground-truth or predicted instance through a video: one compressed RLE
 (or ``None``) per frame. The IoU of two tracks sums intersections and unions over frames
-(official ytvoseval, reference §3.2):
+(official ytvoseval, ``YTVOSeval.computeIoU`` / ``loadRes``):
 
 - frames are walked in step and the walk stops at the shorter of the two lists;
 - a frame is *present* when its entry is Python-truthy (``None``, ``[]`` and ``{}`` are absent);

@@ -1,7 +1,7 @@
 """The YouTube-VIS evaluator: the official ytvoseval AP/AR without a pycocotools fork.
 
 Reproduces youtubevos/cocoapi ``ytvoseval`` (and its mmdet 3.3.0 copy ``YTVISeval``) number for
-number, quirks included (reference ``vis-evaluation.md`` §3): per-(video, category) stable score sort
+number, quirks included (youtubevos/cocoapi ``ytvoseval.py``; docs/fidelity.md lists the quirks): per-(video, category) stable score sort
 and top 100, track IoU over the shorter frame list, IoU thresholds ``linspace(.5, .95, 10)``, 101
 recall thresholds, maxDets 1/10/100 per video and category, inclusive area bins on the mean track
 area (128², 256²), crowd ground truth that absorbs many predictions, stable mergesort across
@@ -11,7 +11,7 @@ Two deliberate differences: ground-truth track ids that are 0 or repeated are re
 official code silently mis-scores them), and a missing ``iscrowd`` reads as 0 (the official code
 raises KeyError).
 
-``protocol="ovis"`` gives the official OVIS evaluation (qjy981010/cocoapi ``oviseval``, §3.9): the
+``protocol="ovis"`` gives the official OVIS evaluation (qjy981010/cocoapi ``oviseval``): the
 same matching and accumulation with an extra occlusion axis. Per area range, each occlusion range
 of :data:`~crossvis.eval.ovis.OCCLUSION_RANGES` also ignores the ground truth whose occlusion score
 falls outside it; unmatched predictions are filtered by area only, so they are false positives in

@@ -1,6 +1,6 @@
 """The engine's recipe sections, ``solver:`` and ``runtime:``, as validated dataclasses.
 
-Every key has a default (the official CrossVIS schedule, reference §3.4); an unknown key is a
+Every key has a default (the official CrossVIS schedule: configs/CrossVIS/Base-CrossVIS.yaml with detectron2's defaults); an unknown key is a
 :class:`~crossvis.structures.CrossVISError` naming it with the closest valid key.
 """
 from __future__ import annotations

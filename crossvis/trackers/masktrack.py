@@ -44,7 +44,7 @@ class MaskTrackScoringTracker(OnlineTracker):
         assignment: ``"hungarian"`` or ``"greedy"``.
 
     The coefficients are those reported for MaskTrack R-CNN's reference code (see the project's
-    reference notes, §4.4); the log-score term is identical for every slot of a detection and only
+    MaskTrack R-CNN's ``mmdet/models/detectors/mask_rcnn_track.py``); the log-score term is identical for every slot of a detection and only
     matters for comparing detections in the greedy order.
     """
 
