@@ -296,8 +296,8 @@ def _parse_tracks(data: dict, out: AnnotationFile, videos: dict[Any, VideoEntry]
         if video is None:
             out.error(where, f"video_id {vid!r} does not name a valid video")
             continue
-        if _check_track_lists(out, where, ann, video) and ok:
-            pending.append((where, ann, video, i))
+        if _check_track_lists(out, where, ann, video):
+            pending.append((where, ann, video, i if ok else -1))  # masks are checked even when ids are wrong
     _convert_masks(out, pending)
 
 
@@ -391,7 +391,7 @@ def _convert_masks(out: AnnotationFile, pending: list[tuple[str, dict, VideoEntr
     for (where, ann, video, index), segs, track_areas, problems in zip(pending, converted, areas, issues):
         for problem, frames in problems.items():
             out.error(where, f"{problem} in {_frames(sorted(frames))}")
-        if problems:
+        if problems or index < 0:
             continue
         out.tracks.append(TrackEntry(ann["id"], ann["video_id"], ann["category_id"], ann.get("iscrowd", 0), segs,
                                      track_areas, ann.get("areas"), ann.get("bboxes"), ann.get("occlusion"), index,
