@@ -37,7 +37,7 @@ from pycocotools import mask as mask_utils
 from crossvis.errors import CrossVISError
 from crossvis.formats.jsonfile import read_json
 from crossvis.formats.layout import cocovid_to_tracks, is_cocovid
-from crossvis.formats.rle import check_compressed, check_size, check_uncompressed
+from crossvis.formats.rle import check_compressed, check_size, check_uncompressed, short_repr as _short
 
 __all__ = ["Problem", "VideoEntry", "TrackEntry", "AnnotationFile", "parse_annotations", "load_annotations",
            "OCCLUSION_LABELS"]
@@ -167,9 +167,9 @@ def parse_annotations(annotations: Any, *, need_file_names: bool = True, what: s
     if is_cocovid(data):
         out.layout = "CocoVID"
         try:
-            data = cocovid_to_tracks(data, "CocoVID layout")
+            data = cocovid_to_tracks(data, "cannot convert to tracks")
         except CrossVISError as exc:
-            out.error("CocoVID layout", f"cannot convert to tracks: {exc}")
+            out.error("CocoVID layout", str(exc))
             return out
     categories = _parse_categories(data, out)
     videos = _parse_videos(data, out, need_file_names)
@@ -227,7 +227,7 @@ def _parse_videos(data: dict, out: AnnotationFile, need_file_names: bool) -> dic
             out.error(where, f"video id {vid} used by {id_counts[vid]} videos")
         h, w = v.get("height"), v.get("width")
         if not (_is_int(h) and _is_int(w) and h > 0 and w > 0 and h * w <= 2 ** 31 - 1):
-            out.error(where, f"invalid height/width {h!r}x{w!r}")
+            out.error(where, f"invalid height/width {_short(h)}x{_short(w)}")
             usable = False
         if file_names is None and not need_file_names:
             names_ok = True
@@ -238,7 +238,7 @@ def _parse_videos(data: dict, out: AnnotationFile, need_file_names: bool) -> dic
             out.error(where, "'file_names' is empty")
         length = v.get("length")
         if length is not None and not (_is_int(length) and length >= 0):
-            out.error(where, f"'length' must be a frame count, got {length!r}")
+            out.error(where, f"'length' must be a frame count, got {_short(length)}")
             usable, length = False, None
         if isinstance(file_names, list):
             if length is not None and length != len(file_names):
@@ -273,8 +273,8 @@ def _parse_tracks(data: dict, out: AnnotationFile, videos: dict[Any, VideoEntry]
         out.num_track_entries += 1
         aid = ann.get("id") if _is_int(ann.get("id")) else None
         vid = ann.get("video_id")
-        where = (f"instance_id {ann.get('instance_id')!r} (video {vid!r})" if cocovid
-                 else f"annotation {aid if aid is not None else '?'} (annotations[{i}], video {vid!r})")
+        where = (f"instance_id {_short(ann.get('instance_id'))} (video {_short(vid)})" if cocovid
+                 else f"annotation {aid if aid is not None else '?'} (annotations[{i}], video {_short(vid)})")
         ok = True
         if aid is None:
             out.error(where, "no integer 'id'")
@@ -286,15 +286,15 @@ def _parse_tracks(data: dict, out: AnnotationFile, videos: dict[Any, VideoEntry]
             out.error(where, f"annotation id {aid} used by {id_counts[aid]} annotations")
             ok = False
         if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
-            out.error(where, f"unknown category_id {ann.get('category_id')!r}")
+            out.error(where, f"unknown category_id {_short(ann.get('category_id'))}")
             ok = False
         iscrowd = ann.get("iscrowd", 0)
         if iscrowd not in (0, 1) or isinstance(iscrowd, float):
-            out.error(where, f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
+            out.error(where, f"'iscrowd' must be 0 or 1, got {_short(iscrowd)}")
             ok = False
         video = videos.get(vid) if _is_int(vid) else None
         if video is None:
-            out.error(where, f"video_id {vid!r} does not name a valid video")
+            out.error(where, f"video_id {_short(vid)} does not name a valid video")
             continue
         if _check_track_lists(out, where, ann, video):
             pending.append((where, ann, video, i if ok else -1))  # masks are checked even when ids are wrong

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from crossvis.errors import CrossVISError
-from crossvis.formats.rle import check_compressed, check_size
+from crossvis.formats.rle import check_compressed, check_size, short_repr
 
 __all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results"]
 
@@ -127,10 +127,10 @@ def _entry(res: Any, n: int, source: str, frame_counts: Optional[Mapping[Any, in
                             f"(each needs {', '.join(REQUIRED_RESULT_KEYS)})")
     for key in ("video_id", "category_id"):
         if not (isinstance(res[key], (numbers.Integral, str)) and not isinstance(res[key], bool)):
-            raise CrossVISError(f"{source}: prediction #{n} has {key} {res[key]!r}; it must be an integer id")
+            raise CrossVISError(f"{source}: prediction #{n} has {key} {short_repr(res[key])}; it must be an integer id")
     score = res["score"]
     if not isinstance(score, numbers.Real) or isinstance(score, bool):
-        raise CrossVISError(f"{source}: prediction #{n} has a non-numeric score {score!r}")
+        raise CrossVISError(f"{source}: prediction #{n} has a non-numeric score {short_repr(score)}")
     if not math.isfinite(score):
         raise CrossVISError(f"{source}: prediction #{n} (video_id {res['video_id']!r}) has score {score!r}; scores "
                             "must be finite numbers (the official evaluation would silently rank NaN last)")

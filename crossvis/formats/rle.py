@@ -69,7 +69,7 @@ def check_size(size: Any) -> Optional[str]:
     """None when ``size`` is ``[h, w]`` with non-negative ints and h·w ≤ :data:`MAX_PIXELS`, else the problem."""
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
-        return f"RLE 'size' must be [height, width] (two ints), got {_short(size)}"
+        return f"RLE 'size' must be [height, width] (two ints), got {short_repr(size)}"
     if size[0] < 0 or size[1] < 0 or size[0] * size[1] > MAX_PIXELS:
         return f"RLE 'size' {list(size)} is negative or too large"
     return None
@@ -198,6 +198,7 @@ def _segmented_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
     return total - np.repeat(base, np.diff(np.concatenate((starts, [values.size]))))
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """``repr(value)``, cut to 40 characters (user values quoted in one-line messages)."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
