@@ -90,7 +90,7 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
         for f, seg in enumerate(res["segmentations"]):
             if seg is None or seg == [] or seg == {}:
                 continue
-            entry.segmentations[f] = _rle_form(seg, f"{source}: prediction #{n} frame {f} (video_id {entry.video_id!r})")
+            entry.segmentations[f] = _rle_form(seg, source, n, f, entry.video_id)
             strings.append((n, f))
         entries.append(entry)
     if strings:
@@ -144,8 +144,12 @@ def _entry(res: Any, n: int, source: str, frame_counts: Optional[Mapping[Any, in
                        np.zeros(len(segs), dtype=np.int64))
 
 
-def _rle_form(seg: Any, where: str) -> dict:
+def _rle_form(seg: Any, source: str, n: int, frame: int, video_id: Any) -> dict:
     """``seg`` as ``{"size": [h, w], "counts": bytes}``; raises unless it has the form of compressed RLE."""
+    if type(seg) is dict and type(seg.get("counts")) is str and "size" in seg and seg["counts"].isascii():
+        if check_size(seg["size"]) is None:  # the usual case, fast
+            return {"size": [seg["size"][0], seg["size"][1]], "counts": seg["counts"].encode("ascii")}
+    where = f"{source}: prediction #{n} frame {frame} (video_id {video_id!r})"
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         raise CrossVISError(f"{where}: a mask must be compressed RLE {{'size': [h, w], 'counts': str}} or null; "
                             f"{_ENCODE_HINT}")

@@ -67,6 +67,10 @@ def _as_numpy(array: Any) -> np.ndarray:
 
 def check_size(size: Any) -> Optional[str]:
     """None when ``size`` is ``[h, w]`` with non-negative ints and h·w ≤ :data:`MAX_PIXELS`, else the problem."""
+    if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:  # the usual case, fast
+        if size[0] < 0 or size[1] < 0 or size[0] * size[1] > MAX_PIXELS:
+            return f"RLE 'size' {list(size)} is negative or too large"
+        return None
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
         return f"RLE 'size' must be [height, width] (two ints), got {short_repr(size)}"
