@@ -78,7 +78,9 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
         raise CrossVISError(f"{source} has no predictions; the official evaluation cannot score an empty list "
                             "(pass allow_empty=True to score it as all misses)")
     entries: list[ResultEntry] = []
-    strings: list[tuple[int, int]] = []
+    strings: list[tuple[int, int]] = []  # (prediction, frame) of every mask
+    counts: list[bytes] = []
+    sizes: list[tuple[int, int]] = []
     out_of_range: list[int] = []
     wrong_length: list[int] = []
     for n, res in enumerate(results):
@@ -87,19 +89,23 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
             out_of_range.append(n)
         if frame_counts is not None and len(entry.segmentations) != frame_counts[entry.video_id]:
             wrong_length.append(n)
+        segs = entry.segmentations
         for f, seg in enumerate(res["segmentations"]):
-            if seg is None or seg == [] or seg == {}:
-                continue
-            entry.segmentations[f] = _rle_form(seg, source, n, f, entry.video_id)
+            if not seg and (seg is None or type(seg) in (list, dict)):
+                continue  # null, [] and {} are absent frames, as officially
+            rle = segs[f] = _rle_form(seg, source, n, f, entry.video_id)
             strings.append((n, f))
+            counts.append(rle["counts"])
+            sizes.append(rle["size"])
         entries.append(entry)
     if strings:
-        problems, areas = check_compressed([entries[n].segmentations[f]["counts"] for n, f in strings],
-                                           [tuple(entries[n].segmentations[f]["size"]) for n, f in strings])
-        for (n, f), problem, area in zip(strings, problems, areas):
-            if problem:
-                raise CrossVISError(f"{source}: prediction #{n} frame {f} (video_id {entries[n].video_id!r}): "
-                                    f"{problem}; {_ENCODE_HINT}")
+        problems, areas = check_compressed(counts, sizes)
+        if any(problems):
+            k = next(k for k, p in enumerate(problems) if p)
+            n, f = strings[k]
+            raise CrossVISError(f"{source}: prediction #{n} frame {f} (video_id {entries[n].video_id!r}): "
+                                f"{problems[k]}; {_ENCODE_HINT}")
+        for (n, f), area in zip(strings, areas.tolist()):
             entries[n].mask_areas[f] = area
     if wrong_length:
         first = entries[wrong_length[0]]

@@ -112,12 +112,12 @@ _PROBLEMS = {
 }
 
 
-def check_compressed(counts: Sequence[bytes], sizes: Sequence[tuple[int, int]]) -> tuple[list[Optional[str]], np.ndarray]:
+def check_compressed(counts: Sequence[bytes], sizes: Sequence[Sequence[int]]) -> tuple[list[Optional[str]], np.ndarray]:
     """Validate compressed RLE strings, all at once.
 
     Args:
         counts: N ``counts`` strings as ASCII bytes.
-        sizes: the N masks' (h, w), already checked with :func:`check_size`.
+        sizes: the N masks' (h, w) (pairs or lists), already checked with :func:`check_size`.
 
     Returns:
         ``(problems, areas)``: problems[i] is None when string i decodes to non-negative runs that
@@ -128,7 +128,7 @@ def check_compressed(counts: Sequence[bytes], sizes: Sequence[tuple[int, int]]) 
     problems: list[Optional[str]] = [None] * n
     areas = np.zeros(n, dtype=np.int64)
     unique: dict[tuple[bytes, int, int], int] = {}  # identical masks (often the empty one) are checked once
-    first_of = [unique.setdefault((c, int(h), int(w)), i) for i, (c, (h, w)) in enumerate(zip(counts, sizes))]
+    first_of = [unique.setdefault((c, int(size[0]), int(size[1])), i) for i, (c, size) in enumerate(zip(counts, sizes))]
     keys = list(unique)
     start = 0
     while start < len(keys):  # chunks of about 4 M characters keep the temporaries small
