@@ -57,7 +57,7 @@ def load_results(path: str | os.PathLike) -> list[dict]:
     return results
 
 
-def validate_results(results: Any, source: str = "results", allow_empty: bool = False) -> None:
+def validate_results(results: Any, source: str = "results", *, allow_empty: bool = False) -> None:
     """Check a results list without ground truth (structure, finite scores, every mask's RLE).
 
     The checks and the choice between error and warning are those of

@@ -148,6 +148,7 @@ def run_cli(argv, capsys, allowed=(0, 2)):
     return code, out
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_evaluate_with_fuzzed_results(tmp_path, capsys, data):
@@ -159,6 +160,7 @@ def test_evaluate_with_fuzzed_results(tmp_path, capsys, data):
         assert set(json.loads(out)) >= {"AP", "AR10"}
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_evaluate_and_check_with_fuzzed_ground_truth(tmp_path, capsys, data):
@@ -190,6 +192,7 @@ MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "LA", "YCbCr"]
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tiff", "BMP": ".bmp", "GIF": ".gif"}
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_frame_files(tmp_path, capsys, data):
