@@ -178,7 +178,7 @@ def parse_annotations(annotations: Any, *, need_file_names: bool = True, what: s
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def _frames(indices: list[int]) -> str:

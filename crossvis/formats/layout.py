@@ -85,7 +85,10 @@ def cocovid_to_tracks(data: dict, source: str = "CocoVID annotations") -> dict:
             if key not in video and key in first:
                 video[key] = first[key]
         video["length"] = len(images)
-        video["file_names"] = [img.get("file_name") for img in images]
+        if all("file_name" in img for img in images):  # else the frames cannot be read, but can be scored
+            video["file_names"] = [img["file_name"] for img in images]
+        else:
+            video.pop("file_names", None)
 
     tracks: dict[tuple, dict] = {}
     annotations = data.get("annotations")

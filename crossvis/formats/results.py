@@ -78,7 +78,9 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
         raise CrossVISError(f"{source} has no predictions; the official evaluation cannot score an empty list "
                             "(pass allow_empty=True to score it as all misses)")
     entries: list[ResultEntry] = []
-    strings: list[tuple[int, int]] = []
+    strings: list[tuple[int, int]] = []  # (prediction, frame) of every mask
+    counts: list[bytes] = []
+    sizes: list[tuple[int, int]] = []
     out_of_range: list[int] = []
     wrong_length: list[int] = []
     for n, res in enumerate(results):
@@ -87,19 +89,23 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
             out_of_range.append(n)
         if frame_counts is not None and len(entry.segmentations) != frame_counts[entry.video_id]:
             wrong_length.append(n)
+        segs = entry.segmentations
         for f, seg in enumerate(res["segmentations"]):
-            if seg is None or seg == [] or seg == {}:
-                continue
-            entry.segmentations[f] = _rle_form(seg, f"{source}: prediction #{n} frame {f} (video_id {entry.video_id!r})")
+            if not seg and (seg is None or type(seg) in (list, dict)):
+                continue  # null, [] and {} are absent frames, as officially
+            rle = segs[f] = _rle_form(seg, source, n, f, entry.video_id)
             strings.append((n, f))
+            counts.append(rle["counts"])
+            sizes.append(rle["size"])
         entries.append(entry)
     if strings:
-        problems, areas = check_compressed([entries[n].segmentations[f]["counts"] for n, f in strings],
-                                           [tuple(entries[n].segmentations[f]["size"]) for n, f in strings])
-        for (n, f), problem, area in zip(strings, problems, areas):
-            if problem:
-                raise CrossVISError(f"{source}: prediction #{n} frame {f} (video_id {entries[n].video_id!r}): "
-                                    f"{problem}; {_ENCODE_HINT}")
+        problems, areas = check_compressed(counts, sizes)
+        if any(problems):
+            k = next(k for k, p in enumerate(problems) if p)
+            n, f = strings[k]
+            raise CrossVISError(f"{source}: prediction #{n} frame {f} (video_id {entries[n].video_id!r}): "
+                                f"{problems[k]}; {_ENCODE_HINT}")
+        for (n, f), area in zip(strings, areas.tolist()):
             entries[n].mask_areas[f] = area
     if wrong_length:
         first = entries[wrong_length[0]]
@@ -144,8 +150,12 @@ def _entry(res: Any, n: int, source: str, frame_counts: Optional[Mapping[Any, in
                        np.zeros(len(segs), dtype=np.int64))
 
 
-def _rle_form(seg: Any, where: str) -> dict:
+def _rle_form(seg: Any, source: str, n: int, frame: int, video_id: Any) -> dict:
     """``seg`` as ``{"size": [h, w], "counts": bytes}``; raises unless it has the form of compressed RLE."""
+    if type(seg) is dict and type(seg.get("counts")) is str and "size" in seg and seg["counts"].isascii():
+        if check_size(seg["size"]) is None:  # the usual case, fast
+            return {"size": [seg["size"][0], seg["size"][1]], "counts": seg["counts"].encode("ascii")}
+    where = f"{source}: prediction #{n} frame {frame} (video_id {video_id!r})"
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         raise CrossVISError(f"{where}: a mask must be compressed RLE {{'size': [h, w], 'counts': str}} or null; "
                             f"{_ENCODE_HINT}")

@@ -67,6 +67,10 @@ def _as_numpy(array: Any) -> np.ndarray:
 
 def check_size(size: Any) -> Optional[str]:
     """None when ``size`` is ``[h, w]`` with non-negative ints and h·w ≤ :data:`MAX_PIXELS`, else the problem."""
+    if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:  # the usual case, fast
+        if size[0] < 0 or size[1] < 0 or size[0] * size[1] > MAX_PIXELS:
+            return f"RLE 'size' {list(size)} is negative or too large"
+        return None
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
         return f"RLE 'size' must be [height, width] (two ints), got {short_repr(size)}"
@@ -108,12 +112,12 @@ _PROBLEMS = {
 }
 
 
-def check_compressed(counts: Sequence[bytes], sizes: Sequence[tuple[int, int]]) -> tuple[list[Optional[str]], np.ndarray]:
+def check_compressed(counts: Sequence[bytes], sizes: Sequence[Sequence[int]]) -> tuple[list[Optional[str]], np.ndarray]:
     """Validate compressed RLE strings, all at once.
 
     Args:
         counts: N ``counts`` strings as ASCII bytes.
-        sizes: the N masks' (h, w), already checked with :func:`check_size`.
+        sizes: the N masks' (h, w) (pairs or lists), already checked with :func:`check_size`.
 
     Returns:
         ``(problems, areas)``: problems[i] is None when string i decodes to non-negative runs that
@@ -121,64 +125,102 @@ def check_compressed(counts: Sequence[bytes], sizes: Sequence[tuple[int, int]]) 
         valid mask (0 for invalid ones).
     """
     n = len(counts)
-    pixels = np.array([h * w for h, w in sizes], dtype=np.int64).reshape(n)
+    problems: list[Optional[str]] = [None] * n
+    areas = np.zeros(n, dtype=np.int64)
+    unique: dict[tuple[bytes, int, int], int] = {}  # identical masks (often the empty one) are checked once
+    first_of = [unique.setdefault((c, int(size[0]), int(size[1])), i) for i, (c, size) in enumerate(zip(counts, sizes))]
+    keys = list(unique)
+    start = 0
+    while start < len(keys):  # chunks of about 4 M characters keep the temporaries small
+        stop, chars = start, 0
+        while stop < len(keys) and (chars < _CHUNK_CHARS or stop == start):
+            chars += len(keys[stop][0])
+            stop += 1
+        chunk = keys[start:stop]
+        reason, sums, chunk_areas = _decode_chunk([k[0] for k in chunk])
+        for k, (key, code, total, area) in enumerate(zip(chunk, reason.tolist(), sums.tolist(), chunk_areas.tolist())):
+            i = unique[key]
+            _, h, w = key
+            if code:
+                problems[i] = _PROBLEMS[code]
+            elif total != h * w:
+                problems[i] = (f"compressed RLE counts sum to {total}, not h*w = {h}*{w} = {h * w} "
+                               "(truncated or corrupt string)")
+            else:
+                areas[i] = area
+        start = stop
+    for i, first in enumerate(first_of):
+        if first != i:
+            problems[i], areas[i] = problems[first], areas[first]
+    return problems, areas
+
+
+_CHUNK_CHARS = 1 << 22
+
+
+def _decode_chunk(counts: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode compressed strings: per string a problem code (0 = none), the sum of its runs and its area."""
+    n = len(counts)
     reason = np.zeros(n, dtype=np.int8)
     sums = np.zeros(n, dtype=np.int64)
     areas = np.zeros(n, dtype=np.int64)
     lengths = np.fromiter((len(c) for c in counts), dtype=np.int64, count=n)
     data = np.frombuffer(b"".join(counts), dtype=np.uint8) - np.uint8(48)  # wraps: bad characters are > 63
-    if data.size:
-        string_end = np.cumsum(lengths)
-        bad_char = np.flatnonzero(data > 63)
-        if bad_char.size:
-            reason[np.searchsorted(string_end, bad_char, side="right")] = 1
-            data = data.copy()
-            data[bad_char] = 0
-        more = (data & 0x20) != 0
-        last = string_end[lengths > 0] - 1
-        _flag(reason, np.flatnonzero(lengths > 0)[more[last]], 2)
-        more[last] = False  # groups never span two strings
-        ends = np.flatnonzero(~more)
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        group_len = ends - starts + 1
-        group_mask = np.searchsorted(string_end, starts, side="right")
-        _flag(reason, group_mask[group_len > _MAX_GROUPS], 3)
-        value = (data[starts] & 0x1F).astype(np.int64)
-        longer = np.flatnonzero(group_len > 1)
-        for k in range(1, _MAX_GROUPS):
-            if not longer.size:
-                break
-            value[longer] |= (data[starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
-            longer = longer[group_len[longer] > k + 1]
-        negative = (data[ends] & 0x10) != 0
-        value[negative] -= np.int64(1) << (5 * np.minimum(group_len[negative], _MAX_GROUPS))
-        groups_per_mask = np.bincount(group_mask, minlength=n)
-        first_group = np.concatenate(([0], np.cumsum(groups_per_mask)[:-1]))
-        position = np.arange(ends.size) - first_group[group_mask]
-        odd = (position & 1) == 1
-        runs = value.copy()
-        # run m (m >= 3) is stored as the difference to run m - 2: undo with per-mask cumulative sums
-        for select in (odd, ~odd & (position >= 2)):
-            idx = np.flatnonzero(select)
-            if idx.size:
-                runs[idx] = _segmented_cumsum(value[idx], group_mask[idx])
-        _flag(reason, group_mask[runs < 0], 4)
-        has_runs = groups_per_mask > 0
-        if has_runs.any():
-            sums[has_runs] = np.add.reduceat(runs, first_group[has_runs])
-            areas[has_runs] = np.add.reduceat(np.where(odd, runs, 0), first_group[has_runs])
-    problems: list[Optional[str]] = []
-    for i in range(n):
-        if reason[i]:
-            problems.append(_PROBLEMS[int(reason[i])])
-        elif sums[i] != pixels[i]:
-            h, w = sizes[i]
-            problems.append(f"compressed RLE counts sum to {int(sums[i])}, not h*w = {h}*{w} = {int(pixels[i])} "
-                            "(truncated or corrupt string)")
-        else:
-            problems.append(None)
-    areas[reason != 0] = 0
-    return problems, areas
+    if not data.size:
+        return reason, sums, areas
+    string_end = np.cumsum(lengths)
+    if data.max() > 63:
+        bad = np.flatnonzero(data > 63)
+        reason[np.searchsorted(string_end, bad, side="right")] = 1
+        data[bad] = 0
+    nonempty = lengths > 0
+    last = string_end[nonempty] - 1
+    _flag(reason, np.flatnonzero(nonempty)[data[last] >= 32], 2)
+    data[last] &= 0x1F  # groups never span two strings
+    ends = np.flatnonzero(data < 32)  # the last character of every 5-bit group sequence
+    groups = np.searchsorted(ends, string_end)  # cumulative number of runs at the end of each string
+    groups_per_mask = np.diff(groups, prepend=0)
+    first = groups - groups_per_mask
+    group_len = np.diff(ends, prepend=-1)
+    long_groups = np.flatnonzero(group_len > _MAX_GROUPS)
+    if long_groups.size:
+        _flag(reason, np.searchsorted(groups, long_groups, side="right"), 3)
+    value = (data[ends] & 0x1F).astype(np.int64)
+    # the sign bit of the last group: value - 2**(5 * group length)
+    sign = np.left_shift(np.int64(1), 5 * np.minimum(group_len, _MAX_GROUPS)) * (value >= 16)
+    longer = np.flatnonzero(group_len > 1)
+    for k in range(1, _MAX_GROUPS):  # value = sum of chunk_j << 5j, chunk 0 first; built from the last
+        if not longer.size:
+            break
+        value[longer] = (value[longer] << 5) | (data[ends[longer] - k] & 0x1F)
+        longer = longer[group_len[longer] > k + 1]
+    value -= sign
+    # run m >= 3 is stored as the difference to run m - 2: per mask, runs 1, 3, 5, ... and runs
+    # 2, 4, ... are cumulative sums of their differences; run 0 stands alone
+    has_runs = groups_per_mask > 0
+    heads = first[has_runs]
+    chain = value.copy()
+    chain[heads] = 0
+    runs = np.empty_like(value)
+    bases = []
+    for parity in (0, 1):
+        cum = np.cumsum(chain[parity::2])
+        runs[parity::2] = cum
+        # the chain total before each mask's first group of this global parity
+        index = (first + ((parity - first) & 1)) // 2
+        bases.append(np.where(index > 0, cum[np.maximum(index - 1, 0)] if cum.size else 0, 0))
+    global_odd = np.zeros(ends.size, dtype=bool)
+    global_odd[1::2] = True
+    base = np.repeat(bases[0], groups_per_mask)
+    base[1::2] = np.repeat(bases[1], groups_per_mask)[1::2]
+    runs -= base
+    runs[heads] = value[heads]
+    if runs.size and runs.min() < 0:
+        _flag(reason, np.searchsorted(groups, np.flatnonzero(runs < 0), side="right"), 4)
+    local_odd = global_odd ^ np.repeat((first & 1).astype(bool), groups_per_mask)
+    sums[has_runs] = np.add.reduceat(runs, heads)
+    areas[has_runs] = np.add.reduceat(np.where(local_odd, runs, 0), heads)
+    return reason, sums, areas
 
 
 def _flag(reason: np.ndarray, masks: np.ndarray, code: int) -> None:
@@ -187,15 +229,6 @@ def _flag(reason: np.ndarray, masks: np.ndarray, code: int) -> None:
         masks = np.unique(masks)
         masks = masks[reason[masks] == 0]
         reason[masks] = code
-
-
-def _segmented_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Cumulative sum of ``values`` restarting wherever ``segment`` (sorted) changes."""
-    total = np.cumsum(values)
-    first = np.concatenate(([True], segment[1:] != segment[:-1]))
-    starts = np.flatnonzero(first)
-    base = (total - values)[starts]
-    return total - np.repeat(base, np.diff(np.concatenate((starts, [values.size]))))
 
 
 def short_repr(value: Any) -> str:
