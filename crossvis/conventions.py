@@ -67,8 +67,8 @@ def model_conventions(model: nn.Module) -> dict[str, Any]:
                 and isinstance(getattr(module, "pixel_mean", None), Tensor) \
                 and isinstance(getattr(module, "pixel_std", None), Tensor):
             found["input_format"] = module.input_format
-            found["pixel_mean"] = [round(float(v), 6) for v in module.pixel_mean.flatten()]
-            found["pixel_std"] = [round(float(v), 6) for v in module.pixel_std.flatten()]
+            found["pixel_mean"] = [round(float(v), 4) for v in module.pixel_mean.flatten()]
+            found["pixel_std"] = [round(float(v), 4) for v in module.pixel_std.flatten()]
         stride_1x1 = _bottleneck_stride_in_1x1(module)
         if stride_1x1 is not None and "resnet_stride_in_1x1" not in found:
             found["resnet_stride_in_1x1"] = stride_1x1
