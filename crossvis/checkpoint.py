@@ -112,8 +112,8 @@ def load_weights(model: nn.Module, path_or_state: Union[str, Path, Mapping[str, 
 
     Weights whose recorded input conventions (:mod:`crossvis.conventions`) disagree with the
     model's are refused (CrossVISError). Tensors whose shape differs from the model's (e.g. a
-    classifier trained with another number of classes) are skipped; keys the model lacks are reported as unexpected, model keys the file
-    lacks as missing (they keep their current values).
+    classifier trained with another number of classes) are skipped; keys the model lacks are
+    reported as unexpected, model keys the file lacks as missing (they keep their current values).
 
     Args:
         model: the target (a DDP wrapper is unwrapped).

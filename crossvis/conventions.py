@@ -184,16 +184,32 @@ ALLOW_RANDOM_FROZEN_KEY = "model.allow_random_frozen"
 
 
 def frozen_tensor_names(model: nn.Module) -> list[str]:
-    """State-dict names of what training never updates: parameters with ``requires_grad=False``
-    and the buffers of :class:`torchvision.ops.FrozenBatchNorm2d` layers."""
+    """State-dict names of the frozen layers training never updates.
+
+    A frozen layer is recognised by its :class:`torchvision.ops.FrozenBatchNorm2d` (the ResNet's
+    ``freeze_at`` turns the norms of its frozen parts into FrozenBN; ``norm: FrozenBN`` freezes
+    every norm): the FrozenBN buffers, and the ``requires_grad=False`` parameters of the modules
+    that hold a FrozenBN (the frozen convolutions beside it). Parameters switched off for another
+    reason (e.g. DLA-34's unused ``project`` layers, beside a trainable BatchNorm) do not count.
+    """
     from torchvision.ops import FrozenBatchNorm2d
 
     model = getattr(model, "module", model)
-    names = [n for n, p in model.named_parameters() if not p.requires_grad]
+    names: list[str] = []
     for prefix, module in model.named_modules():
+        children = list(module.named_children())
         if isinstance(module, FrozenBatchNorm2d):
-            names += [f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)]
+            names += [_join(prefix, b) for b, _ in module.named_buffers(recurse=False)]
+        elif any(isinstance(child, FrozenBatchNorm2d) for _, child in children):
+            for child_name, child in children:
+                if not isinstance(child, FrozenBatchNorm2d):
+                    names += [_join(_join(prefix, child_name), n) for n, p in child.named_parameters(recurse=False)
+                              if not p.requires_grad]
     return names
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def check_frozen_initialisation(model: nn.Module, loaded: Optional[Any], allow: bool = False) -> None:

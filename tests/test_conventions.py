@@ -139,6 +139,15 @@ def test_frozen_layers_without_weights_are_refused():
     check_frozen_initialisation(trainable, None)
 
 
+def test_parameters_off_for_another_reason_are_not_frozen_layers():
+    """DLA-34's unused project layers have requires_grad=False beside a trainable BatchNorm: the
+    CrossVIS-Lite recipe (random start, BN) is not refused."""
+    model = build_model(load_recipe(Path(__file__).parents[1] / "examples/recipes/crossvis_lite_DLA34.yaml"),
+                        num_classes=40, num_identities=10)
+    assert any(not p.requires_grad for p in model.parameters())
+    check_frozen_initialisation(model, None)
+
+
 def test_training_a_frozen_random_model_is_a_one_line_error(tmp_path, capsys):
     from vis_fixtures import write_handmade_vis
 

@@ -57,7 +57,8 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
         wiring["num_classes"] = _declared_num_classes(recipe)
     if wiring["num_classes"] is None:
         raise CrossVISError(f"{_where(node, None)}: the number of classes is unknown; it is taken from "
-                            f"the training data (data.train), the declared data.categories, or set model.num_classes in the recipe")
+                            f"the training data (data.train) or the declared data.categories, or set "
+                            f"model.num_classes in the recipe")
     inject = {k: v for k, v in wiring.items() if v is not None}
 
     backbone = build("backbone", node["backbone"], where=_path(node, "backbone"))

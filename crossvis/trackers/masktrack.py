@@ -51,9 +51,10 @@ class MaskTrackScoringTracker(OnlineTracker):
         w_cat: weight of the class agreement (10.0).
         assignment: ``"masktrack"`` (MaskTrack R-CNN's rule), ``"hungarian"`` or ``"greedy"``.
 
-    The coefficients are those reported for MaskTrack R-CNN's reference code (see the project's
-    MaskTrack R-CNN's ``mmdet/models/detectors/mask_rcnn_track.py``); the log-score term is identical for every slot of a detection and only
-    matters for comparing detections in the greedy order.
+    The coefficients are those of MaskTrack R-CNN's reference code
+    (``mmdet/models/detectors/mask_rcnn_track.py``). The log-score term is the same for every slot
+    of a detection: it only matters when detections are compared, i.e. between claimants of one
+    track (``"masktrack"``) and in the greedy order.
     """
 
     ASSIGNMENTS = ("masktrack", "hungarian", "greedy")
