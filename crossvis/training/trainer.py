@@ -32,7 +32,7 @@ from crossvis import distributed as dist_utils
 from crossvis.atomic import atomic_write_text
 from crossvis.checkpoint import load_checkpoint, load_weights, unwrap_model
 from crossvis.conventions import (ALLOW_RANDOM_FROZEN_KEY, CONVENTIONS_KEY, check_frozen_initialisation,
-                                  model_conventions)
+                                  check_weight_conventions, model_conventions)
 from crossvis.data.categories import check_declared_categories, declared_categories
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
@@ -203,6 +203,7 @@ class Trainer:
         if missing:
             raise CrossVISError(f"{path} cannot be resumed from: it lacks {', '.join(missing)} "
                                 f"(it holds weights only; use model.weights to start from it instead)")
+        check_weight_conventions(self._model, ckpt, str(path))   # a resume with other --set conventions
         self._model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
