@@ -141,8 +141,8 @@ def check_weight_conventions(model: nn.Module, ckpt: Mapping[str, Any], source: 
         recorded = TORCHVISION_IMAGENET
     target = model_conventions(model)
     if recorded is None:
-        logger.info("note: %s records no input conventions (a raw state dict); they were not checked against "
-                    "the model's (%s)", source, describe_conventions(target))
+        logger.info("note: %s records no input conventions (a raw state dict or an older checkpoint); they were "
+                    "not checked against the model's (%s)", source, describe_conventions(target))
         return
     differing = [k for k in _RECIPE_KEYS if k in recorded and k in target and _differs(k, recorded[k], target[k])]
     if not differing:
