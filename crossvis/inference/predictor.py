@@ -94,6 +94,10 @@ class Predictor:
     def set_categories(self, categories: Optional[list[dict]]) -> None:
         """Use annotation ``categories`` (``{"id", "name"}`` dicts sorted by id; label ``i`` is
         ``categories[i]``) for category ids and names; ``None`` means ids ``label + 1``."""
+        from crossvis.data.categories import check_declared_categories
+
+        if categories is not self._categories:   # annotation categories must be the recipe's declared ones
+            check_declared_categories(self._categories, categories, "the annotations")
         if categories is not None and len(categories) != getattr(self.model, "num_classes", len(categories)):
             raise CrossVISError(f"the annotations have {len(categories)} categories but the model predicts "
                                 f"{self.model.num_classes} classes; set model.num_classes to match the data")
@@ -219,8 +223,10 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str) -
         CrossVISError: naming ``source`` and the first mismatching keys.
     """
     from crossvis.checkpoint import extract_state_dict
+    from crossvis.conventions import check_weight_conventions
 
     incoming = extract_state_dict(ckpt, source)
+    check_weight_conventions(model, ckpt, source, incoming)
     own = model.state_dict()
     missing = [k for k in own if k not in incoming]
     unexpected = [k for k in incoming if k not in own]

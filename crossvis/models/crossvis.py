@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -160,7 +160,31 @@ class CrossVIS(CondInst):
             labels = torch.cat([s[1] for s in per_slot])
             return self.embedding_loss(emb, labels, self.proxies)
         (a_emb, a_ids, a_grp), (r_emb, r_ids, r_grp) = per_slot
+        if getattr(self.embedding_loss, "candidates", None) == "all":
+            # every reference GT is a candidate (MaskTrack R-CNN), also those without positive locations
+            gt_emb, gt_ids, gt_grp = _box_centre_embeddings(*slots[1][:3])
+            return self.embedding_loss(a_emb, a_ids, r_emb, r_ids, a_grp, r_grp, gt_emb, gt_ids, gt_grp)
         return self.embedding_loss(a_emb, a_ids, r_emb, r_ids, a_grp, r_grp)
+
+
+def _box_centre_embeddings(out: dict, tgt: FrameTargets, asg: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Per GT of the frames: the embedding at the finest-level location nearest its box centre
+    (float [G, D]), its identity (int64 [G]) and its image index (int64 [G])."""
+    emb = flatten_levels(out["embeddings"])                       # [B, L, D]
+    num_loc = emb.shape[1]
+    finest = asg.locations[:num_loc][asg.levels[:num_loc] == 0]   # [L0, 2], the first L0 locations
+    rows, ids, images = [], [], []
+    for b, (boxes, gt_ids) in enumerate(zip(tgt.boxes, tgt.ids)):
+        if boxes.shape[0] == 0:
+            continue
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        rows.append(emb[b, torch.cdist(centres.float(), finest.float()).argmin(dim=1)])
+        ids.append(gt_ids.long())
+        images.append(torch.full_like(gt_ids.long(), b))
+    if not rows:
+        return emb.new_zeros((0, emb.shape[-1])), torch.zeros(0, dtype=torch.long, device=emb.device), \
+            torch.zeros(0, dtype=torch.long, device=emb.device)
+    return torch.cat(rows), torch.cat(ids), torch.cat(images)
 
 
 def _shift(index: Tensor, offset: int) -> Tensor:
