@@ -16,13 +16,16 @@ __all__ = ["SolverConfig", "RuntimeConfig", "section"]
 
 
 def _parse_section(cls: type, node: Optional[Mapping[str, Any]], where: str) -> Any:
+    source = node
     node = dict(node or {})
     names = [f.name for f in dataclasses.fields(cls)]
     for key in node:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {where}.{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
-            raise CrossVISError(f"unknown recipe key {where}.{key}{hint}")
+            # a location-aware recipe node names the file:line that set the key
+            located = source.where(key) if hasattr(source, "where") else f"{where}.{key}"
+            raise CrossVISError(f"unknown recipe key {located}{hint}")
     cfg = cls(**node)
     cfg.validate(where)
     return cfg
@@ -149,7 +152,11 @@ class RuntimeConfig:
 
 
 def section(recipe: Mapping[str, Any], name: str) -> Any:
-    """Parse ``recipe[name]`` (``solver`` or ``runtime``) into its dataclass."""
+    """Parse ``recipe[name]`` (``solver`` or ``runtime``) into its dataclass.
+
+    The one schema of these sections: ``crossvis train``, ``recipe check`` and ``recipe show``
+    all validate through it, so they accept and refuse the same keys.
+    """
     cls = {"solver": SolverConfig, "runtime": RuntimeConfig}[name]
     node = recipe.get(name) if isinstance(recipe, Mapping) else None
     if node is not None and not isinstance(node, Mapping):
