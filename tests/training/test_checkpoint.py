@@ -1,4 +1,5 @@
 """Atomic saving, rotation, and tolerant weight loading with its report."""
+import logging
 import os
 
 import pytest
@@ -41,7 +42,7 @@ def test_checkpointer_rotates_and_points_at_the_newest(tmp_path):
     assert ck.latest().name == "model_0000006.pth"  # falls back to the newest periodic file
 
 
-def test_loading_a_checkpoint_with_another_number_of_classes_reports_and_skips(tmp_path, capsys):
+def test_loading_a_checkpoint_with_another_number_of_classes_reports_and_skips(tmp_path, caplog):
     src = _Net(80)
     path = tmp_path / "coco.pth"
     state = {"module." + k: v for k, v in src.state_dict().items()}  # saved from a DDP wrapper
@@ -49,14 +50,15 @@ def test_loading_a_checkpoint_with_another_number_of_classes_reports_and_skips(t
     torch.save({"model": state, "iteration": 9}, path)
     dst = _Net(40)
     before = dst.cls_logits.weight.detach().clone()
-    report = load_weights(dst, path)
+    with caplog.at_level(logging.INFO, logger="crossvis"):
+        report = load_weights(dst, path)
     assert report.loaded == ["body.weight", "body.bias"]
     assert report.skipped == {"cls_logits.weight": ((80, 4, 1, 1), (40, 4, 1, 1)),
                               "cls_logits.bias": ((80,), (40,))}
     assert report.unexpected == ["extra.weight"] and report.missing == []
     assert torch.equal(dst.body.weight, src.body.weight)
     assert torch.equal(dst.cls_logits.weight, before)
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "2 loaded, 2 skipped" in out and "(80, 4, 1, 1)" in out and "(40, 4, 1, 1)" in out
     assert "unexpected" in out and "extra.weight" in out
 
@@ -82,7 +84,7 @@ def test_a_dict_without_tensors_is_not_a_checkpoint(tmp_path):
         load_weights(_Net(3), path)
 
 
-def test_quickstart_model_transfers_between_class_counts(tmp_path, capsys):
+def test_quickstart_model_transfers_between_class_counts(tmp_path, caplog):
     from crossvis.models import build_model
     from crossvis.recipes import load_recipe
 
@@ -91,7 +93,8 @@ def test_quickstart_model_transfers_between_class_counts(tmp_path, capsys):
     path = tmp_path / "four_classes.pth"
     torch.save({"model": src.state_dict(), "iteration": 100}, path)
     dst = build_model(recipe, num_classes=3, num_identities=7)
-    report = load_weights(dst, path)
+    with caplog.at_level(logging.INFO, logger="crossvis"):
+        report = load_weights(dst, path)
     skipped = {k: v for k, v in report.skipped.items()}
     assert any(a[0] == 4 and b[0] == 3 for a, b in skipped.values())        # the class logits
     assert any(a[0] == 30 and b[0] == 7 for a, b in skipped.values())       # the identity proxies
@@ -99,4 +102,4 @@ def test_quickstart_model_transfers_between_class_counts(tmp_path, capsys):
     assert len(report.loaded) + len(report.skipped) == len(src.state_dict())
     shared = [k for k in report.loaded if k.endswith("weight")]
     assert all(torch.equal(dst.state_dict()[k], src.state_dict()[k]) for k in shared)
-    assert "skipped" in capsys.readouterr().out
+    assert "skipped" in caplog.text
