@@ -187,6 +187,12 @@ def _file(name: str, text: str = "precious\n") -> Callable[[World, Path], None]:
     return setup
 
 
+def _missing_frame(world: World, folder: Path) -> None:
+    shutil.copytree(world.data, folder / "data")
+    for frame in (folder / "data" / "train_frames").rglob("*.png"):  # every sample hits a missing frame
+        frame.unlink()
+
+
 class Opaque:
     """A Python object a checkpoint must not smuggle in."""
 
@@ -296,7 +302,18 @@ CASES = [
     Case("train", "model.weights is a pickle of a Python object",
          lambda w, d: w.train_args(d / "o", f"model.weights={d / 'odd.pth'}"), setup=_pickled_object,
          contains=("odd.pth", "test_cli_faults.Opaque")),
+    Case("train", "frame files missing, read in 2 DataLoader workers",
+         lambda w, d: ["train", "crossvis:quickstart_synthetic", "--output", str(d / "o"), "--set",
+                       f"data.train.annotations={d / 'data' / 'train.json'}",
+                       f"data.train.images={d / 'data' / 'train_frames'}", "data.test=null", "solver.max_iter=2",
+                       "solver.ims_per_batch=2", "runtime.num_workers=2"],
+         setup=_missing_frame, contains=("frame file not found",), absent=("Caught", "Traceback")),
+    Case("train", "runtime.device=banana", lambda w, d: w.train_args(d / "o", "runtime.device=banana"),
+         contains=("runtime.device 'banana' is not a device",)),
+    Case("train", "runtime.device=cuda:99", lambda w, d: w.train_args(d / "o", "runtime.device=cuda:99"),
+         contains=("runtime.device is 'cuda:99'",)),
     # eval
+    Case("eval", "--device banana", lambda w, d: _eval(w, d, "--device", "banana"), contains=("--device 'banana'",)),
     Case("eval", "--output names an existing regular file", lambda w, d: _eval(w, d, output=d / "f"),
          setup=_file("f"), contains=("is an existing file",)),
     Case("eval", "--checkpoint truncated", lambda w, d: _eval(w, d, checkpoint=d / "cut.pth"),
@@ -317,6 +334,8 @@ CASES = [
       for v in ("-5", "0", "nan", "inf", "1e9")],
     *[Case("demo", f"--score-threshold {v}", lambda w, d, v=v: _demo(w, d, "--score-threshold", v),
            contains=("--score-threshold",)) for v in ("nan", "-1", "2")],
+    Case("demo", "--device cuda:99", lambda w, d: _demo(w, d, "--device", "cuda:99"),
+         contains=("--device is 'cuda:99'",)),
     Case("demo", "--max-frames 0", lambda w, d: _demo(w, d, "--max-frames", "0"), contains=("--max-frames",)),
     Case("demo", "--output names an existing regular file", lambda w, d: _demo(w, d, output=d / "f"),
          setup=_file("f"), contains=("is an existing file",)),

@@ -53,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from crossvis.inference.visualize import draw_tracked_instances, save_instance_masks
     from crossvis.eval import write_results
     from crossvis.recipes import load_recipe
+    from crossvis.recipes.sections import check_device
     from crossvis.errors import CrossVISError
 
     _check_numbers(args)
+    if args.device is not None:
+        check_device(args.device)
     if not Path(args.input).exists():
         raise CrossVISError(f"demo input {args.input} does not exist; give a video file or a folder of frames")
     if not Path(args.recipe).is_file() and not str(args.recipe).startswith("crossvis:"):

@@ -32,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from crossvis.inference.runner import eval_output_folder, infer_and_evaluate, split_paths
     from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe
+    from crossvis.recipes.sections import check_device
     from crossvis.errors import CrossVISError
 
     if not Path(args.checkpoint).is_file():
         raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass the .pth written by crossvis train")
     check_not_a_file(args.output)
+    if args.device is not None:
+        check_device(args.device)
     recipe = load_recipe(args.recipe, overrides=args.overrides)
     annotations, images = split_paths(recipe, "test")
     predictor = Predictor(recipe, checkpoint=args.checkpoint, device=args.device)

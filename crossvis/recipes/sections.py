@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["SolverConfig", "RuntimeConfig", "section"]
+__all__ = ["SolverConfig", "RuntimeConfig", "section", "check_device"]
 
 
 def _parse_section(cls: type, node: Optional[Mapping[str, Any]], where: str) -> Any:
@@ -144,11 +144,34 @@ class RuntimeConfig:
         self.device = str(self.device)
 
     def resolved_device(self) -> str:
-        import torch
+        """``device`` with ``auto`` resolved; a device this machine lacks is a CrossVISError."""
+        return check_device(self.device, "runtime.device")
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+
+def check_device(spec: Any, where: str = "--device") -> str:
+    """``spec`` (``auto``, ``cpu``, ``cuda``, ``cuda:K``) as a device string this machine has.
+
+    Raises:
+        CrossVISError: an unknown device name, CUDA without a GPU, or a GPU index out of range.
+    """
+    import torch
+
+    spec = str(spec).strip()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise CrossVISError(f"{where} {spec!r} is not a device; use auto, cpu, cuda or cuda:K") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CrossVISError(f"{where} is {spec!r} but CUDA is not available; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CrossVISError(f"{where} is {spec!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+                                f"(cuda:0 ... cuda:{torch.cuda.device_count() - 1})")
+    elif device.type not in ("cpu", "mps"):
+        raise CrossVISError(f"{where} {spec!r}: crossvis runs on cpu or cuda")
+    return spec
 
 
 def section(recipe: Mapping[str, Any], name: str) -> Any:

@@ -337,7 +337,7 @@ class Trainer:
         try:
             while self.iteration < self.max_iter:
                 t0 = time.perf_counter()
-                batch = next(loader_iter)
+                batch = _next_batch(loader_iter)
                 data_time = time.perf_counter() - t0
                 lr = self.optimizer.param_groups[0]["lr"]
                 losses = self.run_step(batch)
@@ -368,6 +368,23 @@ class Trainer:
                                                 self.output_dir / "eval", self.device)
         dist_utils.barrier()
         return {"iteration": self.iteration, "final_checkpoint": final, "metrics": eval_metrics}
+
+
+def _next_batch(loader_iter: Any) -> Any:
+    """``next(loader_iter)``; a CrossVISError raised in a DataLoader worker keeps its one-line message.
+
+    torch re-raises a worker's exception as the same type with "Caught ... in DataLoader worker
+    process K" and the worker's whole traceback as the message; only its last line is the user's.
+    """
+    try:
+        return next(loader_iter)
+    except CrossVISError as exc:
+        text = str(exc)
+        if not text.startswith("Caught "):
+            raise
+        marker = "CrossVISError: "
+        cut = text.rfind(marker)
+        raise CrossVISError(text[cut + len(marker):].strip() if cut >= 0 else text.splitlines()[0]) from None
 
 
 def _check_same_model(path: Path, saved: Mapping[str, Any], model: nn.Module) -> None:
