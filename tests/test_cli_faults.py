@@ -312,6 +312,9 @@ CASES = [
          contains=("runtime.device 'banana' is not a device",)),
     Case("train", "runtime.device=cuda:99", lambda w, d: w.train_args(d / "o", "runtime.device=cuda:99"),
          contains=("runtime.device is 'cuda:99'",)),
+    *[Case("train", f"--set {kv}", lambda w, d, kv=kv: w.train_args(d / "o", kv), contains=(kv.split("=")[0],))
+      for kv in ("solver.base_lr=-1", "solver.betas=[0.9,1.5]", "solver.amp=maybe", "runtime.num_threads=-2",
+                 "solver.ims_per_batch=abc", "solver.steps=[5,2]")],
     # eval
     Case("eval", "--device banana", lambda w, d: _eval(w, d, "--device", "banana"), contains=("--device 'banana'",)),
     Case("eval", "--output names an existing regular file", lambda w, d: _eval(w, d, output=d / "f"),

@@ -42,6 +42,11 @@ def _number(where: str, key: str, value: Any, kind: type = float) -> Any:
     return kind(value)
 
 
+def _flag(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CrossVISError(f"recipe key {where}.{key} must be true or false, got {value!r}")
+
+
 @dataclass
 class SolverConfig:
     """Optimisation schedule. Iteration counts are in optimizer steps; ``ims_per_batch`` is the
@@ -95,6 +100,16 @@ class SolverConfig:
                 raise CrossVISError(f"recipe key {where}.{key} must be positive, got {getattr(self, key)}")
         if self.keep_last < 1:
             raise CrossVISError(f"recipe key {where}.keep_last must be >= 1, got {self.keep_last}")
+        for key in ("base_lr", "momentum", "weight_decay", "weight_decay_norm", "warmup_iters"):
+            if getattr(self, key) < 0:
+                raise CrossVISError(f"recipe key {where}.{key} must be >= 0, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise CrossVISError(f"recipe key {where}.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise CrossVISError(f"recipe key {where}.clip_grad_norm must be positive (or null), "
+                                f"got {self.clip_grad_norm}")
+        for key in ("amp", "scale_by_batch"):
+            _flag(where, key, getattr(self, key))
         if not 0.0 < self.warmup_factor <= 1.0:
             raise CrossVISError(f"recipe key {where}.warmup_factor must be in (0, 1], got {self.warmup_factor}")
 
@@ -139,8 +154,11 @@ class RuntimeConfig:
         self.seed = _number(where, "seed", self.seed, int)
         self.num_workers = _number(where, "num_workers", self.num_workers, int)
         self.num_threads = _number(where, "num_threads", self.num_threads, int)
-        if self.num_workers < 0:
-            raise CrossVISError(f"recipe key {where}.num_workers must be >= 0, got {self.num_workers}")
+        for key in ("num_workers", "num_threads"):
+            if getattr(self, key) < 0:
+                raise CrossVISError(f"recipe key {where}.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("tensorboard", "find_unused_parameters", "aspect_ratio_grouping", "eval_at_end"):
+            _flag(where, key, getattr(self, key))
         self.device = str(self.device)
 
     def resolved_device(self) -> str:
