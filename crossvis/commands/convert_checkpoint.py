@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise CrossVISError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if not Path(args.src).is_file():
-        raise CrossVISError(f"SRC {args.src} does not exist; pass an official CrossVIS/CondInst .pth or .pkl")
+        state = "is not a file" if Path(args.src).exists() else "does not exist"
+        raise CrossVISError(f"SRC {args.src} {state}; pass an official CrossVIS/CondInst .pth or .pkl")
     dst = Path(args.dst)
     if dst.suffix == ".yaml":
         raise CrossVISError(f"DST {dst}: the converted checkpoint needs a .pth name (its recipe is written "
