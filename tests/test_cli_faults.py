@@ -285,7 +285,7 @@ CASES = [
          setup=_break_all, may_change=lambda w, d: [d / "run" / "checkpoints"],
          contains=("no checkpoint", "can be loaded", ".broken")),
     Case("train", "--force over another run's recipe.yaml + metrics.jsonl",
-         lambda w, d: w.train_args(d / "run", "--force"), expect="ok", setup=_half_run,
+         lambda w, d: w.train_args(d / "run", "solver.max_iter=1", "--force"), expect="ok", setup=_half_run,
          may_change=lambda w, d: [d / "run"]),
     Case("train", "typo in a component kwarg (head num_convz)",
          lambda w, d: w.train_args(d / "o")[:1] + [str(d / "r.yaml")] + w.train_args(d / "o")[2:],
