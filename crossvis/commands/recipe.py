@@ -26,10 +26,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=run_check)
 
 
+def validate_sections(recipe) -> None:
+    """Check ``solver:`` and ``runtime:`` exactly as ``crossvis train`` does (one schema)."""
+    from crossvis.recipes.sections import section
+
+    for name in ("solver", "runtime"):
+        section(recipe, name)
+
+
 def run_show(args: argparse.Namespace) -> int:
     from crossvis.recipes import RecipeNode, dump_recipe, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    validate_sections(recipe)
     if not args.provenance:
         print(dump_recipe(recipe), end="")
         return 0
@@ -55,6 +64,13 @@ def run_check(args: argparse.Namespace) -> int:
     from crossvis.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    validate_sections(recipe)
+    for flag in ("num_classes", "num_identities"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            from crossvis.errors import CrossVISError
+
+            raise CrossVISError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     num_classes, num_identities = args.num_classes, args.num_identities
     train = (recipe.get("data") or {}).get("train") or {}
     model_node = recipe.get("model") or {}

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from crossvis.deploy.official_keys import map_official_backbone_key
 from crossvis.atomic import atomic_write_text
-from crossvis.checkpoint import LoadReport, atomic_save, load_weights
+from crossvis.checkpoint import LoadReport, atomic_save, describe_load_failure, load_weights
 from crossvis.errors import CrossVISError
 
 __all__ = ["OFFICIAL_ARCHS", "ConversionReport", "read_official_checkpoint", "detect_arch", "official_recipe",
@@ -132,8 +132,7 @@ def read_official_checkpoint(path: Union[str, Path]) -> "OrderedDict[str, Tensor
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unpickling failure means "not a checkpoint we can read"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CrossVISError(f"{path} cannot be read as a checkpoint ({first[:200]}); pass an official CrossVIS/"
+        raise CrossVISError(f"{path} cannot be read as a checkpoint ({describe_load_failure(exc)}); pass an official CrossVIS/"
                             f"CondInst .pth or detectron2 .pkl") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
