@@ -105,3 +105,29 @@ def test_recipe_show_and_check_reject_unknown_solver_and_runtime_keys_like_train
     # the same text as training reports (one schema: crossvis/recipes/sections.py)
     train = one_line_error(capsys, ["train", str(recipe), "--output", str(tmp_path / "run")])
     assert line == train
+
+
+@pytest.mark.parametrize("argv", [["demo", "in.mp4", "--fps", "abc"], ["no-such-verb"], ["recipe"],
+                                  ["evaluate", "--annotations"]])
+def test_argument_errors_are_one_line(argv, capsys):
+    from crossvis.cli import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crossvis: error: ") and "--help" in lines[0], err
+    assert "usage:" not in err and "Traceback" not in err
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from crossvis.atomic import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
