@@ -7,21 +7,23 @@ export): :func:`predict_from_outputs` runs them on the exported graph's outputs.
 
 The exported graph returns a flat tuple of tensors; :func:`output_names` gives their names
 (``cls_logits.0`` … ``mask_feats``) and :func:`unflatten_outputs` turns the tuple back into the
-``forward_network`` dictionary.
+:class:`~crossvis.models.outputs.NetworkOutputs` that ``forward_network`` returns.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import CrossVISError, FrameDetections
 
 __all__ = ["FlatNetwork", "output_names", "unflatten_outputs", "export_network", "load_exported",
            "predict_from_outputs", "onnx_available"]
 
+#: The dense per-level fields of NetworkOutputs that are exported, in this order (then ``mask_feats``).
 _PER_LEVEL = ("cls_logits", "bbox_reg", "ctrness", "controller", "embeddings")
 
 
@@ -32,16 +34,30 @@ def output_names(model: nn.Module) -> list[str]:
     return [f"{k}.{level}" for k in kinds for level in range(levels)] + ["mask_feats"]
 
 
-def unflatten_outputs(names: Sequence[str], tensors: Sequence[Tensor]) -> dict[str, Any]:
-    """The ``forward_network`` dictionary from the exported graph's flat outputs."""
-    out: dict[str, Any] = {}
+def unflatten_outputs(names: Sequence[str], tensors: Sequence[Tensor]) -> NetworkOutputs:
+    """The dense :class:`~crossvis.models.outputs.NetworkOutputs` from the exported graph's flat outputs.
+
+    Args:
+        names: :func:`output_names` of the exported model (``<field>.<level>`` and ``mask_feats``).
+        tensors: the graph's outputs, in that order.
+
+    Raises:
+        CrossVISError: when the counts differ or a name is not a network output.
+    """
+    if len(names) != len(tensors):
+        raise CrossVISError(f"the exported graph gave {len(tensors)} outputs for {len(names)} names; "
+                            f"use output_names() of the model it was exported from")
+    fields: dict[str, Union[Tensor, list[Tensor]]] = {}
     for name, tensor in zip(names, tensors):
         kind, _, level = name.partition(".")
+        if kind not in (*_PER_LEVEL, "mask_feats"):
+            raise CrossVISError(f"exported output {name!r} is not a network output (known: "
+                                f"{', '.join(_PER_LEVEL)}, mask_feats)")
         if level:
-            out.setdefault(kind, []).append(tensor)
+            fields.setdefault(kind, []).append(tensor)
         else:
-            out[kind] = tensor
-    return out
+            fields[kind] = tensor
+    return NetworkOutputs(**fields)
 
 
 class FlatNetwork(nn.Module):
@@ -55,7 +71,7 @@ class FlatNetwork(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """images: float32 [B, 3, H, W] normalised, H and W multiples of 32 → tensors in :func:`output_names` order."""
         out = self.network(images)
-        return tuple(out[kind][int(level)] if level else out[kind]
+        return tuple(getattr(out, kind)[int(level)] if level else getattr(out, kind)
                      for kind, _, level in (n.partition(".") for n in self.names))
 
 

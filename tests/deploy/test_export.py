@@ -50,7 +50,7 @@ def test_exported_graph_matches_eager_and_predict(model_and_ckpt, tmp_path, caps
     assert len(got) == len(names) == 5 * 3 + 1
     for name, tensor in zip(names, got):
         kind, _, level = name.partition(".")
-        want = eager[kind][int(level)] if level else eager[kind]
+        want = getattr(eager, kind)[int(level)] if level else getattr(eager, kind)
         assert tensor.shape == want.shape, name
         assert torch.allclose(tensor, want, atol=1e-5, rtol=1e-5), name
 
