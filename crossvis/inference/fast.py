@@ -111,8 +111,7 @@ class FastInference:
     """Runs a CondInst/CrossVIS model's ``predict`` with a faster network pass.
 
     Args:
-        model: a built model with ``preprocessor``, ``network`` and ``postprocessor`` (CondInst,
-            CrossVIS). It is switched to eval mode; with ``channels_last`` its network weights are
+        model: a built model with a ``network`` and ``predict_with`` (CondInst, CrossVIS). It is switched to eval mode; with ``channels_last`` its network weights are
             converted in place (``model.predict`` keeps working; only float rounding changes).
         settings: see :class:`FastSettings`.
 
@@ -126,7 +125,7 @@ class FastInference:
     """
 
     def __init__(self, model: nn.Module, settings: FastSettings = FastSettings()) -> None:
-        for part in ("preprocessor", "network", "postprocessor"):
+        for part in ("network", "predict_with"):
             if not hasattr(model, part):
                 raise CrossVISError(f"the fast inference path needs a CondInst-style model with a {part}; "
                                     f"{type(model).__name__} has none (set inference.fast: false)")
@@ -156,17 +155,13 @@ class FastInference:
         return outputs.map(lambda t: t.float().contiguous())
 
     def predict(self, images: Sequence[Tensor]) -> list[FrameDetections]:
-        """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``)."""
-        if not images:
-            return []
-        model = self.model
+        """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``).
+
+        The model's own steps (``model.predict_with``) with this object's network pass; the
+        dynamic filters and embeddings are computed at the kept detections only, in float32.
+        """
         with torch.inference_mode():
-            resized = [model.preprocessor.resize_for_test(im.to(self.device)) for im in images]
-            batch, sizes = model.preprocessor.batch(resized)
-            outputs = self.network_outputs(batch, dense=False)
-            orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            # dynamic filters and embeddings only at the kept detections, in float32
-            return model.postprocessor(outputs, sizes, orig, gather=model.network.at_locations)
+            return self.model.predict_with(images, lambda batch: self.network_outputs(batch, dense=False))
 
     __call__ = predict
 

@@ -1,7 +1,7 @@
 """CondInst for still images: network + criterion + post-processor behind the crossvis model contract."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -149,13 +149,26 @@ class CondInst(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            resized = [self.preprocessor.resize_for_test(im.to(self.device)) for im in images]
-            batch, sizes = self.preprocessor.batch(resized)
-            outputs = self.network(batch, dense=False)
-            orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            return self.postprocessor(outputs, sizes, orig, gather=self.network.at_locations)
+            return self.predict_with(images, lambda batch: self.network(batch, dense=False))
         finally:
             self.train(was_training)
+
+    def predict_with(self, images: Sequence[Tensor],
+                     network: Callable[[Tensor], NetworkOutputs]) -> list[FrameDetections]:
+        """:meth:`predict`'s steps with another way of running the network (e.g. the fast path).
+
+        Resizes and batches ``images`` (uint8 RGB [3, H, W]), calls ``network(batch)`` on the
+        normalised padded float32 batch [B, 3, Hp, Wp] — it must return this network's outputs,
+        dense or ``dense=False`` — and post-processes them at the frames' original sizes. The
+        mode and the autograd context are the caller's.
+        """
+        if not images:
+            return []
+        resized = [self.preprocessor.resize_for_test(im.to(self.device)) for im in images]
+        batch, sizes = self.preprocessor.batch(resized)
+        outputs = network(batch)
+        orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        return self.postprocessor(outputs, sizes, orig, gather=self.network.at_locations)
 
 
 def _field(mapping: Any, key: str, index: int) -> Any:
