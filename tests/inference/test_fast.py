@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torchvision.ops import box_iou
+from tracking_fixtures import single_thread  # noqa: F401 (autouse fixture: one thread, far faster on a loaded CPU)
 
 from crossvis.inference.fast import (FastInference, FastSettings, cpu_supports_bf16, fast_settings,
                                   resolve_autocast_dtype)
@@ -125,7 +126,7 @@ def test_online_predictor_with_the_fast_runner_tracks_like_the_plain_one():
 
     from crossvis.inference.predictor import OnlinePredictor
 
-    frames = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in _frames() * 3]
+    frames = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in _frames() * 2]
     plain = OnlinePredictor(_model())
     fast_model = _model()
     fast = OnlinePredictor(fast_model, runner=FastInference(fast_model, FastSettings(dtype="fp32")))
