@@ -111,8 +111,9 @@ class FastInference:
     """Runs a CondInst/CrossVIS model's ``predict`` with a faster network pass.
 
     Args:
-        model: a built model with a ``network`` and ``predict_with`` (CondInst, CrossVIS). It is switched to eval mode; with ``channels_last`` its network weights are
-            converted in place (``model.predict`` keeps working; only float rounding changes).
+        model: a built model with a ``network`` and ``predict_with`` (CondInst, CrossVIS). It is
+            switched to eval mode; with ``channels_last`` its network weights are converted in
+            place (``model.predict`` keeps working; only float rounding changes).
         settings: see :class:`FastSettings`.
 
     Example::

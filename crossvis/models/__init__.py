@@ -11,6 +11,6 @@ from crossvis.models.preprocess import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, Imag
 
 __all__ = ["build_model", "forwards_keywords", "CondInst", "CrossVIS", "FrameSlot", "SlotEmbeddings",
            "default_sizes_of_interest", "CondInstNetwork", "NetworkOutputs", "CondInstCriterion",
-           "CondInstPostProcessor", "Candidates", "FrameTargets", "Assignment", "gt_masks_at_stride", "FCOSTargetAssigner",
-           "FCOSTargets", "level_size_ranges", "mask_centers", "flatten_levels", "ImagePreprocessor",
+           "CondInstPostProcessor", "Candidates", "FrameTargets", "Assignment", "gt_masks_at_stride",
+           "FCOSTargetAssigner", "FCOSTargets", "level_size_ranges", "mask_centers", "flatten_levels", "ImagePreprocessor",
            "IMAGENET_RGB_MEAN", "IMAGENET_RGB_STD", "test_resize_shape"]

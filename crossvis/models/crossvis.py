@@ -56,7 +56,8 @@ class CrossVIS(CondInst):
     Training: ``model(batch)`` with ``batch`` a list of ``{"anchor": frame, "reference": frame}``
     (frame samples per docs/contracts.md, ``instances.ids`` required) returns
     ``loss_fcos_cls``, ``loss_fcos_loc``, ``loss_fcos_ctr`` (whatever ``fcos_loss`` returns),
-    ``loss_mask`` (each the mean of the anchor-frame and reference-frame values), ``loss_cross_over`` (with ``crossover``) and
+    ``loss_mask`` (each the mean of the anchor-frame and reference-frame values),
+    ``loss_cross_over`` (with ``crossover``) and
     ``loss_reid`` (the identity-embedding loss). Inference is CondInst's ``predict`` with the
     per-detection embedding filled in.
 

@@ -10,7 +10,8 @@ from tracking_fixtures import tiny_recipe
 
 from crossvis.hookspecs import hookimpl
 from crossvis.losses.fcos import FCOSLoss
-from crossvis.models import CondInst, CrossVIS, NetworkOutputs, build_model, forwards_keywords
+from crossvis.models import (CondInst, CondInstCriterion, CondInstPostProcessor, CrossVIS, NetworkOutputs, build_model,
+                             forwards_keywords)
 from crossvis.plugins import register_plugin, reset_plugin_manager
 from crossvis.recipes import RecipeError, check_kwargs
 from model_toys import frame, tiny_condinst, tiny_crossvis, tiny_parts
@@ -73,6 +74,31 @@ def test_forwards_keywords_serves_a_plugin_subclass():
         check_kwargs("model", "wider", WiderCondInst, {"max_detection": 5}, {}, injected=parts)
     model = WiderCondInst(*tiny_parts(), width=3, max_detections=5)
     assert model.width == 3 and model.postprocessor.max_detections == 5
+
+
+def test_criterion_and_post_processor_take_their_settings_by_keyword_only():
+    model = tiny_condinst()
+    head, strides = model.mask_head, model.network.strides
+    with pytest.raises(TypeError):
+        CondInstPostProcessor(strides, head, 8, 0.5)
+    with pytest.raises(TypeError):
+        CondInstCriterion(2, strides, [64.0, 128.0], head, None, 8, 1.5)
+    for factory, first_setting in ((CondInstPostProcessor, "mask_feat_stride"), (CondInstCriterion, "fcos_loss")):
+        params = list(inspect.signature(factory).parameters.values())
+        index = [p.name for p in params].index(first_setting)
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[index:]), factory
+    criterion = CondInstCriterion(2, strides, [64.0, 128.0], head, max_proposals=3, center_sampling_radius=2.5)
+    sample = criterion.subsample(torch.arange(10, 20))
+    assert criterion.assigner.radius == 2.5 and sample.numel() == 3 and len(set(sample.tolist())) == 3
+    assert all(10 <= i < 20 for i in sample.tolist())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        outputs = model.network(torch.randn(1, 3, 64, 64))
+    (every,) = CondInstPostProcessor(strides, head, score_threshold=0.0)(outputs, [(64, 64)], [(64, 64)])
+    (two,) = CondInstPostProcessor(strides, head, score_threshold=0.0, max_detections=2)(outputs, [(64, 64)],
+                                                                                        [(64, 64)])
+    assert len(every) > 2 and 1 <= len(two) <= 2  # the two best after NMS, less any empty after clipping
+    assert torch.equal(two.boxes, every.boxes[:len(two)]) and torch.equal(two.scores, every.scores[:len(two)])
 
 
 # -- typed network outputs -------------------------------------------------------------------------
