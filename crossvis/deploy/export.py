@@ -11,6 +11,7 @@ The exported graph returns a flat tuple of tensors; :func:`output_names` gives t
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -35,29 +36,35 @@ def output_names(model: nn.Module) -> list[str]:
 
 
 def unflatten_outputs(names: Sequence[str], tensors: Sequence[Tensor]) -> NetworkOutputs:
-    """The dense :class:`~crossvis.models.outputs.NetworkOutputs` from the exported graph's flat outputs.
+    """The :class:`~crossvis.models.outputs.NetworkOutputs` from a graph's flat outputs.
 
     Args:
-        names: :func:`output_names` of the exported model (``<field>.<level>`` and ``mask_feats``).
+        names: ``<field>.<level>`` for per-level fields and ``<field>`` for ``mask_feats``, e.g.
+            :func:`output_names` of the exported model (dense fields; sparse ones work the same).
         tensors: the graph's outputs, in that order.
 
     Raises:
-        CrossVISError: when the counts differ or a name is not a network output.
+        CrossVISError: when the counts differ, a name is not a network output or a required one
+            (``cls_logits``, ``bbox_reg``, ``ctrness``, ``mask_feats``) is missing.
     """
     if len(names) != len(tensors):
         raise CrossVISError(f"the exported graph gave {len(tensors)} outputs for {len(names)} names; "
                             f"use output_names() of the model it was exported from")
-    fields: dict[str, Union[Tensor, list[Tensor]]] = {}
+    known = [f.name for f in fields(NetworkOutputs)]
+    values: dict[str, Union[Tensor, list[Tensor]]] = {}
     for name, tensor in zip(names, tensors):
         kind, _, level = name.partition(".")
-        if kind not in (*_PER_LEVEL, "mask_feats"):
-            raise CrossVISError(f"exported output {name!r} is not a network output (known: "
-                                f"{', '.join(_PER_LEVEL)}, mask_feats)")
+        if kind not in known:
+            raise CrossVISError(f"exported output {name!r} is not a network output (known: {', '.join(known)})")
         if level:
-            fields.setdefault(kind, []).append(tensor)
+            values.setdefault(kind, []).append(tensor)
         else:
-            fields[kind] = tensor
-    return NetworkOutputs(**fields)
+            values[kind] = tensor
+    missing = [k for k in ("cls_logits", "bbox_reg", "ctrness", "mask_feats") if k not in values]
+    if missing:
+        raise CrossVISError(f"the exported outputs lack {', '.join(missing)}; use output_names() of the model "
+                            f"they were exported from")
+    return NetworkOutputs(**values)
 
 
 class FlatNetwork(nn.Module):

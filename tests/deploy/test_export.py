@@ -110,3 +110,5 @@ def test_flat_outputs_unflatten_to_the_network_outputs(model_and_ckpt):
         unflatten_outputs(names, flat[:-1])
     with pytest.raises(CrossVISError, match="'scores.0' is not a network output"):
         unflatten_outputs(["scores.0", *names[1:]], flat)
+    with pytest.raises(CrossVISError, match="lack mask_feats"):
+        unflatten_outputs(names[:-1], flat[:-1])
