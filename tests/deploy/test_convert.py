@@ -152,14 +152,14 @@ def test_packaged_r101_is_r50_with_a_deeper_resnet():
 
 
 def test_condinst_80_class_checkpoint_into_40_class_crossvis(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="crossvis")
     state = OrderedDict((k, v) for k, v in random_state("dla", seed=3).items()
                         if ".reid_" not in k and not k.startswith("cls."))
     head = "proposal_generator.fcos_head."
     state[head + "cls_logits.weight"] = torch.randn(80, 256, 3, 3)
     state[head + "cls_logits.bias"] = torch.randn(80)
     torch.save(state, tmp_path / "condinst.pth")  # bare state dict, no "model" key
-    report = convert_checkpoint(tmp_path / "condinst.pth", tmp_path / "out.pth")
+    with caplog.at_level(logging.INFO, logger="crossvis"):
+        report = convert_checkpoint(tmp_path / "condinst.pth", tmp_path / "out.pth")
     assert report.load.skipped == {"network.head.cls_logits.weight": ((80, 256, 3, 3), (40, 256, 3, 3)),
                                    "network.head.cls_logits.bias": ((80,), (40,))}
     assert {k.split(".")[0] + "." + k.split(".")[-2] for k in report.load.missing} >= {"proxies.proxies"}
