@@ -49,6 +49,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from crossvis.models import build_model
     from crossvis.recipes import load_recipe
 
@@ -56,11 +58,18 @@ def run_check(args: argparse.Namespace) -> int:
     num_classes, num_identities = args.num_classes, args.num_identities
     train = (recipe.get("data") or {}).get("train") or {}
     model_node = recipe.get("model") or {}
-    if (num_classes is None and "num_classes" not in model_node and train.get("annotations")):
+    from crossvis.data.categories import check_declared_categories, declared_categories
+
+    declared = declared_categories(recipe)
+    annotations = train.get("annotations")
+    needed = num_classes is None and "num_classes" not in model_node and declared is None
+    if annotations and (needed or Path(annotations).is_file()):
+        # the declared categories make the file optional; when it is there, it must agree with them
         from crossvis.data import load_vis_annotations
 
-        ann = load_vis_annotations(train["annotations"])
-        num_classes = ann.num_classes
+        ann = load_vis_annotations(annotations)
+        check_declared_categories(declared, ann.categories, str(annotations))
+        num_classes = num_classes if num_classes is not None or "num_classes" in model_node else ann.num_classes
         num_identities = num_identities if num_identities is not None else ann.num_identities
     model = build_model(recipe, num_classes=num_classes, num_identities=num_identities)
     total = sum(p.numel() for p in model.parameters())

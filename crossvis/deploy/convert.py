@@ -7,8 +7,9 @@ crossvis model of the matching architecture from :func:`official_recipe` (the pa
 ``crossvis/recipes/builtin/official_crossvis_*.yaml``) and loads the renamed
 tensors into it, then writes
 
-* ``DST`` — a crossvis checkpoint ``{"model": state_dict, "recipe": dict, "converted_from": str}``
-  that loads strictly into ``build_model(recipe)``;
+* ``DST`` — a crossvis checkpoint ``{"model": state_dict, "recipe": dict, "converted_from": str,
+  "conventions": dict}`` that loads strictly into ``build_model(recipe)`` (``conventions``: the
+  input conventions the weights need, see :mod:`crossvis.conventions`);
 * ``DST`` with suffix ``.yaml`` — that recipe: the official inference settings (BGR input, caffe
   mean/std, FrozenBN ResNet with the stride in the 1×1 conv, 169-parameter dynamic mask head,
   thresholds, the official tracker), so ``crossvis eval`` / ``crossvis demo`` reproduce the
@@ -247,7 +248,10 @@ def convert_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: st
     if not converted:
         raise CrossVISError(f"{source}: none of its {len(state)} keys is an official CrossVIS/CondInst weight "
                             f"(e.g. {next(iter(state), '?')!r}); it is not an official checkpoint")
-    load = load_weights(model, {"model": converted}, report=False)
+    from crossvis.conventions import CONVENTIONS_KEY, model_conventions
+
+    # the model is built from official_recipe, whose conventions are the official weights'
+    load = load_weights(model, {"model": converted, CONVENTIONS_KEY: model_conventions(model)}, report=False)
     load.source = source
     load.unexpected += unknown
     return ConversionReport(load=load, arch=arch, dropped=dropped, renamed=renamed)
@@ -287,7 +291,10 @@ def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], num_classes
     report = convert_state_dict(state, model, str(src), detected)
     if verbose:
         logger.info(report.table(), extra={"plain": True})
-    atomic_save({"model": model.state_dict(), "recipe": recipe, "converted_from": str(src)}, dst)
+    from crossvis.conventions import CONVENTIONS_KEY, model_conventions
+
+    atomic_save({"model": model.state_dict(), "recipe": recipe, "converted_from": str(src),
+                 CONVENTIONS_KEY: model_conventions(model)}, dst)
     header = (f"# crossvis recipe for {dst.name}, converted from {src.name} (official CrossVIS {detected}).\n"
               f"# Official inference: BGR caffe input, 360x640 test size, thresholds and tracker of test_vis.py.\n")
     atomic_write_text(dst.with_suffix(".yaml"), header + dump_recipe(recipe))

@@ -37,8 +37,9 @@ class OnlinePredictor:
             ``num_classes``); switched to eval mode and moved to ``device``.
         tracker: an object with ``reset()`` and ``update(FrameDetections) -> int64 [N]`` ids
             (−1 = dropped); default the official CrossVIS rule (:class:`~crossvis.trackers.CrossVISTracker`).
-        categories: annotation categories (``{"id", "name"}`` dicts sorted by id; label ``i`` is
-            ``categories[i]``), or None for category ids ``label + 1``; see :meth:`set_categories`.
+        categories: the model's categories (``{"id", "name"}`` dicts sorted by id; label ``i`` is
+            ``categories[i]``), or None for category ids ``label + 1``; annotation categories
+            given later to :meth:`set_categories` must be the same ones.
         device: where the model runs; default the device of its first parameter (CPU without any).
         runner: the per-frame detector, see :data:`FrameRunner`; default ``model.predict``.
             :class:`~crossvis.inference.fast.FastInference` is the fast one.
@@ -55,11 +56,16 @@ class OnlinePredictor:
         self.model = model.eval().to(self.device)
         self.runner: FrameRunner = runner if runner is not None else self.model.predict
         self.tracker = tracker if tracker is not None else CrossVISTracker()
+        self._categories = categories  # the model's own; later annotation categories must match them
         self.set_categories(categories)
 
     def set_categories(self, categories: Optional[list[dict]]) -> None:
         """Use annotation ``categories`` (``{"id", "name"}`` dicts sorted by id; label ``i`` is
         ``categories[i]``) for category ids and names; ``None`` means ids ``label + 1``."""
+        from crossvis.data.categories import check_declared_categories
+
+        if categories is not self._categories:   # annotation categories must be the recipe's declared ones
+            check_declared_categories(self._categories, categories, "the annotations")
         if categories is not None and len(categories) != getattr(self.model, "num_classes", len(categories)):
             raise CrossVISError(f"the annotations have {len(categories)} categories but the model predicts "
                                 f"{self.model.num_classes} classes; set model.num_classes to match the data")
@@ -246,8 +252,10 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str) -
         CrossVISError: naming ``source`` and the first mismatching keys.
     """
     from crossvis.checkpoint import extract_state_dict
+    from crossvis.conventions import check_weight_conventions
 
     incoming = extract_state_dict(ckpt, source)
+    check_weight_conventions(model, ckpt, source, incoming)
     own = model.state_dict()
     missing = [k for k in own if k not in incoming]
     unexpected = [k for k in incoming if k not in own]

@@ -15,8 +15,9 @@ __all__ = ["build_model", "forwards_keywords"]
 _COMPONENT_KINDS = {"backbone": "backbone", "neck": "neck", "head": "head", "mask_branch": "head",
                     "embedding_loss": "loss", "fcos_loss": "loss"}
 _WIRING_KEYS = ("num_classes", "num_identities")
-#: Keys of a model node read by other parts (the engine's initial weights), not by the model.
-_ENGINE_KEYS = ("weights",)
+#: Keys of a model node read by other parts (the trainer's initial weights and its opt-in to random
+#: frozen layers, see crossvis.conventions), not by the model.
+_ENGINE_KEYS = ("weights", "allow_random_frozen")
 
 
 def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes: Optional[int] = None,
@@ -32,7 +33,8 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
 
     Args:
         recipe: a loaded recipe (mapping) or a path to a recipe file.
-        num_classes: number of categories; default ``recipe["model"]["num_classes"]``.
+        num_classes: number of categories; default ``recipe["model"]["num_classes"]``, else the
+            length of the declared ``recipe["data"]["categories"]`` (the dataset bases declare them).
         num_identities: number of identity tracks (CrossVIS proxies); default
             ``recipe["model"]["num_identities"]``.
 
@@ -54,8 +56,11 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
     wiring = {"num_classes": num_classes if num_classes is not None else node.get("num_classes"),
               "num_identities": num_identities if num_identities is not None else node.get("num_identities")}
     if wiring["num_classes"] is None:
+        wiring["num_classes"] = _declared_num_classes(recipe)
+    if wiring["num_classes"] is None:
         raise CrossVISError(f"{_where(node, None)}: the number of classes is unknown; it is taken from "
-                            f"the training data (data.train) or set model.num_classes in the recipe")
+                            f"the training data (data.train) or the declared data.categories, or set "
+                            f"model.num_classes in the recipe")
     inject = {k: v for k, v in wiring.items() if v is not None}
 
     backbone = build("backbone", node["backbone"], where=_path(node, "backbone"))
@@ -68,6 +73,13 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
                                input_shape=shapes, **inject)
     rest = _without(node, set(_COMPONENT_KINDS) | set(_WIRING_KEYS) | set(_ENGINE_KEYS))
     return build("model", rest, where=_path(node, None), **parts, **inject)
+
+
+def _declared_num_classes(recipe: Mapping[str, Any]) -> Optional[int]:
+    """The number of declared categories (``data.categories``, a list of ``{id, name}``), if any."""
+    data = recipe.get("data")
+    declared = data.get("categories") if isinstance(data, Mapping) else None
+    return len(declared) if isinstance(declared, list) and declared else None
 
 
 def _without(node: Mapping[str, Any], keys: set[str]) -> Mapping[str, Any]:

@@ -38,11 +38,12 @@ class FrameSlot(NamedTuple):
 
 
 class SlotEmbeddings(NamedTuple):
-    """Embeddings of a slot's P positive locations, the input of the pair-wise embedding losses.
+    """P embeddings of a slot (at its positive locations, or one per ground truth), the input of
+    the pair-wise embedding losses.
 
     Attributes:
-        embeddings: float [P, D]; identities: int64 [P] identity index of each location's instance;
-        images: int64 [P] batch item (pair) of each location.
+        embeddings: float [P, D]; identities: int64 [P] identity index of each one's instance;
+        images: int64 [P] batch item (pair) of each one.
     """
 
     embeddings: Tensor
@@ -175,8 +176,33 @@ class CrossVIS(CondInst):
             labels = torch.cat([s.identities for s in per_slot])
             return self.embedding_loss(emb, labels, self.proxies)
         anchor, reference = per_slot
-        return self.embedding_loss(anchor.embeddings, anchor.identities, reference.embeddings,
-                                   reference.identities, anchor.images, reference.images)
+        pairs = (anchor.embeddings, anchor.identities, reference.embeddings, reference.identities, anchor.images,
+                 reference.images)
+        if getattr(self.embedding_loss, "candidates", None) == "all":
+            # every reference GT is a candidate (MaskTrack R-CNN), also those without positive locations
+            return self.embedding_loss(*pairs, *_box_centre_embeddings(slots[1]))
+        return self.embedding_loss(*pairs)
+
+
+def _box_centre_embeddings(slot: FrameSlot) -> SlotEmbeddings:
+    """Per GT of the slot's frames: the embedding at the finest-level location nearest its box
+    centre (float [G, D]), its identity (int64 [G]) and its image index (int64 [G])."""
+    tgt, asg = slot.targets, slot.assignment
+    emb = flatten_levels(slot.outputs.embeddings)                 # [B, L, D]
+    num_loc = emb.shape[1]
+    finest = asg.locations[:num_loc][asg.levels[:num_loc] == 0]   # [L0, 2], the first L0 locations
+    rows, ids, images = [], [], []
+    for b, (boxes, gt_ids) in enumerate(zip(tgt.boxes, tgt.ids)):
+        if boxes.shape[0] == 0:
+            continue
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        rows.append(emb[b, torch.cdist(centres.float(), finest.float()).argmin(dim=1)])
+        ids.append(gt_ids.long())
+        images.append(torch.full_like(gt_ids.long(), b))
+    if not rows:
+        none = torch.zeros(0, dtype=torch.long, device=emb.device)
+        return SlotEmbeddings(emb.new_zeros((0, emb.shape[-1])), none, none)
+    return SlotEmbeddings(torch.cat(rows), torch.cat(ids), torch.cat(images))
 
 
 def _shift(index: Tensor, offset: int) -> Tensor:

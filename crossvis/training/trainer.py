@@ -31,6 +31,9 @@ from torch.utils.data import DataLoader
 from crossvis import distributed as dist_utils
 from crossvis.atomic import atomic_write_text
 from crossvis.checkpoint import load_checkpoint, load_weights, unwrap_model
+from crossvis.conventions import (ALLOW_RANDOM_FROZEN_KEY, CONVENTIONS_KEY, check_frozen_initialisation,
+                                  check_weight_conventions, model_conventions)
+from crossvis.data.categories import check_declared_categories, declared_categories
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
 from crossvis.training.metrics import MetricsLogger, plot_loss_curve
@@ -101,6 +104,8 @@ class Trainer:
         seed_everything(self.runtime.seed)
 
         self.train_dataset = train_dataset if train_dataset is not None else self._build_train_dataset()
+        check_declared_categories(declared_categories(recipe), getattr(getattr(self.train_dataset, "data", None),
+                                  "categories", None), str(_get(recipe, "data.train.annotations", "data.train")))
         self.num_classes = getattr(self.train_dataset, "num_classes", None)
         self.num_identities = getattr(self.train_dataset, "num_identities", None)
         self.resolved_recipe = self._resolved_recipe()
@@ -111,8 +116,11 @@ class Trainer:
             model = build_model(self.recipe, num_classes=self.num_classes, num_identities=self.num_identities)
         model.to(self.device)
         weights = _get(recipe, "model.weights")
-        if weights:
-            load_weights(model, weights, report=self.is_main)
+        if weights and not Path(weights).is_file():
+            raise CrossVISError(f"recipe key model.weights: {weights} does not exist; convert the initial weights "
+                                f"first (docs/training.md, 'Initialisation') or pass --set model.weights=PATH")
+        loaded = load_weights(model, weights, report=self.is_main) if weights else None
+        check_frozen_initialisation(model, loaded, allow=bool(_get(recipe, ALLOW_RANDOM_FROZEN_KEY)))
         self.optimizer = build_optimizer(model, self.solver)
         self.scheduler = WarmupMultiStepLR(self.optimizer, self.solver.steps, self.solver.gamma,
                                            self.solver.warmup_iters, self.solver.warmup_factor)
@@ -172,7 +180,8 @@ class Trainer:
         state = {"model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
                  "recipe": self.resolved_recipe, "rng": get_rng_states(),
-                 "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch}}
+                 "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch},
+                 CONVENTIONS_KEY: model_conventions(unwrap_model(self.model))}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -194,6 +203,7 @@ class Trainer:
         if missing:
             raise CrossVISError(f"{path} cannot be resumed from: it lacks {', '.join(missing)} "
                                 f"(it holds weights only; use model.weights to start from it instead)")
+        check_weight_conventions(self._model, ckpt, str(path))   # a resume with other --set conventions
         self._model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

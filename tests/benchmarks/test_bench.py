@@ -1,6 +1,8 @@
 """Benchmark helpers: frames, timing, the fixed detection count, the table."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -21,9 +23,16 @@ def test_synthetic_frames_are_deterministic_uint8_rgb():
 
 def test_time_per_frame_times_every_frame_after_untimed_warmup():
     calls = []
-    times = time_per_frame(calls.append, [1, 2, 3, 4], warmup=2)
+
+    def step(frame):
+        calls.append(frame)
+        time.sleep(0.01 * frame)  # wall time grows with the frame, CPU time stays near zero
+
+    times = time_per_frame(step, [1, 2, 3, 4], warmup=2)
     assert calls == [1, 2, 1, 2, 3, 4] and len(times) == 4
-    assert all(wall >= 0 and cpu >= 0 for wall, cpu in times)
+    walls = [wall for wall, _ in times]
+    assert walls == sorted(walls) and walls[0] >= 0.01 and walls[3] >= 0.04
+    assert all(cpu < wall for wall, cpu in times)  # sleeping is not CPU time
 
 
 def test_random_crossvis_model_is_held_at_the_requested_detection_count():
