@@ -156,12 +156,11 @@ def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, 
     """The full online pipeline: H×W×3 uint8 frame → ``Predictor.track`` → tracked instances."""
     from crossvis.deploy.convert import official_recipe
     from crossvis.inference.fast import FastInference
-    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.predictor import OnlinePredictor, build_tracker
 
     model = crossvis_model(arch, num_detections)
-    predictor = Predictor.from_model(model, official_recipe(arch), device="cpu")
-    if fast:
-        predictor._forward = FastInference(model).predict
+    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu",
+                                runner=FastInference(model) if fast else None)
     counts: list[int] = []
     stream = predictor.track(_repeat(frames, warmup))
     for _ in range(warmup):
@@ -279,7 +278,7 @@ def fast_accuracy(recipe: Any, checkpoint: Optional[str] = None, max_videos: Opt
     videos = gt["videos"][:max_videos] if max_videos else gt["videos"]
     exact = Predictor(recipe, checkpoint=checkpoint, device="cpu")
     fast = Predictor(recipe, checkpoint=checkpoint, device="cpu")
-    fast._forward = FastInference(fast.model).predict
+    fast.runner = FastInference(fast.model)
     results: dict[str, list] = {"fp32": [], "fast": []}
     ious: list[float] = []
     for video in videos:

@@ -123,10 +123,10 @@ def evaluate_on_test(model: nn.Module, recipe: Mapping[str, Any], output_dir: Pa
         The metrics (``AP, AP50, AP75, APs, APm, APl, AR1, AR10``, ...) or None without ground truth.
     """
     from crossvis.inference.runner import infer_and_evaluate, split_paths
-    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.predictor import OnlinePredictor, build_tracker, recipe_categories
 
     annotations, images = split_paths(recipe, "test")
-    predictor = Predictor.from_model(model, recipe, device=device)
+    predictor = OnlinePredictor(model, build_tracker(recipe), recipe_categories(recipe), device=device)
     # the run folder is the trainer's (checked when the run started), so its eval/ files are too
     metrics = infer_and_evaluate(predictor, annotations, images, output_dir, progress=progress, force=True)
     if metrics is None:

@@ -1,18 +1,19 @@
 """``build_model``: a model from the ``model`` section of a recipe."""
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 from torch import nn
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "forwards_keywords"]
 
 #: Sub-component nodes of a model node and the registry kind each is built from.
 _COMPONENT_KINDS = {"backbone": "backbone", "neck": "neck", "head": "head", "mask_branch": "head",
-                    "embedding_loss": "loss"}
+                    "embedding_loss": "loss", "fcos_loss": "loss"}
 _WIRING_KEYS = ("num_classes", "num_identities")
 #: Keys of a model node read by other parts (the trainer's initial weights and its opt-in to random
 #: frozen layers, see crossvis.conventions), not by the model.
@@ -24,7 +25,8 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
     """Build the model described by ``recipe["model"]``.
 
     The node is ``{type: condinst | crossvis | ..., backbone: node, neck: node, head: node,
-    [mask_branch: node], [embedding_loss: node], **model kwargs}``. The backbone is built first,
+    [mask_branch: node], [embedding_loss: node], [fcos_loss: node], **model kwargs}`` (the loss
+    nodes are registry kind ``loss``). The backbone is built first,
     the neck gets ``input_shape`` from ``backbone.output_shape()``, the head and mask branch get
     the neck's, and ``num_classes`` / ``num_identities`` are injected into every component that
     accepts them.
@@ -65,7 +67,7 @@ def build_model(recipe: Union[Mapping[str, Any], str, os.PathLike], num_classes:
     neck = build("neck", node["neck"], where=_path(node, "neck"), input_shape=backbone.output_shape())
     shapes = neck.output_shape()
     parts: dict[str, Any] = {"backbone": backbone, "neck": neck}
-    for key in ("head", "mask_branch", "embedding_loss"):
+    for key in ("head", "mask_branch", "embedding_loss", "fcos_loss"):
         if key in node:
             parts[key] = build(_COMPONENT_KINDS[key], node[key], where=_path(node, key),
                                input_shape=shapes, **inject)
@@ -98,3 +100,32 @@ def _path(node: Mapping[str, Any], key: Optional[str]) -> str:
 
 def _where(node: Mapping[str, Any], key: Optional[str]) -> str:
     return node.where(key) if hasattr(node, "where") else _path(node, key)
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def forwards_keywords(base_init: Callable[..., None]) -> Callable[[_Init], _Init]:
+    """Decorate an ``__init__(self, ..., **kwargs)`` that passes ``**kwargs`` on to ``base_init``.
+
+    The decorated function's ``__signature__`` lists its own parameters followed by the
+    keyword-only parameters of ``base_init`` it does not define itself, instead of ``**kwargs``,
+    so ``inspect.signature`` (and with it the recipe builder's argument check and its "did you
+    mean" hints) sees every accepted keyword. A subclass that restates nothing::
+
+        class CrossVIS(CondInst):
+            @forwards_keywords(CondInst.__init__)
+            def __init__(self, backbone, neck, head, mask_branch=None, *, crossover=True, **settings):
+                super().__init__(backbone, neck, head, mask_branch, **settings)
+    """
+    base = inspect.signature(base_init)
+
+    def decorate(init: _Init) -> _Init:
+        own = inspect.signature(init)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in params}
+        params += [p for p in base.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        init.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        return init
+
+    return decorate
