@@ -81,3 +81,19 @@ def test_fast_quickstart_end_to_end_then_reused(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "reusing the data" in printed and "reusing the finished run" in printed
     assert (out / "run" / "checkpoints" / "model_final.pth").stat().st_mtime_ns == stamp
+
+
+def test_a_run_made_with_other_settings_is_not_reused(tmp_path):
+    from crossvis.commands.quickstart import _check_run_settings
+    from crossvis.errors import CrossVISError
+
+    run = tmp_path / "run"
+    _check_run_settings(run, {"fast": True})
+    _check_run_settings(run, {"fast": True})  # same settings: fine
+    with pytest.raises(CrossVISError, match="other quickstart settings"):
+        _check_run_settings(run, {"fast": False})
+    foreign = tmp_path / "foreign"
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "checkpoints" / "model_final.pth").write_bytes(b"x")
+    with pytest.raises(CrossVISError, match="did not start"):
+        _check_run_settings(foreign, {"fast": True})

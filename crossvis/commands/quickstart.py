@@ -111,6 +111,7 @@ def run_quickstart(output: str | Path, fast: bool = False, overrides: Optional[l
     runtime["eval_at_end"] = False  # evaluated below, with a progress bar
 
     run_dir = out / "run"
+    _check_run_settings(run_dir, {"dataset": dataset, "overrides": list(overrides or []), "fast": fast})
     final = run_dir / "checkpoints" / "model_final.pth"
     metrics_path = run_dir / "eval" / "metrics.json"
     reused = final.is_file() and metrics_path.is_file() and (run_dir / "recipe.yaml").is_file()
@@ -130,6 +131,25 @@ def run_quickstart(output: str | Path, fast: bool = False, overrides: Optional[l
     overlays, sheet = draw_overlays(predictor, splits["test"].annotations, splits["test"].images, out / "overlays")
     return {"metrics": metrics, "run_dir": run_dir, "overlays": overlays, "contact_sheet": sheet,
             "seconds": time.perf_counter() - start, "test_videos": dataset["test_videos"], "reused": reused}
+
+
+def _check_run_settings(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Record what ``run_dir`` is trained with; refuse to reuse or resume a run made with other settings."""
+    from crossvis.atomic import atomic_write_text
+    from crossvis.errors import CrossVISError
+
+    path = run_dir / "quickstart.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != settings:
+            raise CrossVISError(f"{run_dir} was trained with other quickstart settings ({path}: {before}); "
+                                f"choose another --output, or delete {run_dir} to train anew")
+        return
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise CrossVISError(f"{run_dir} holds checkpoints of a run this quickstart did not start; "
+                            f"choose another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
 def _train(recipe: dict[str, Any], run_dir: Path) -> Any:
