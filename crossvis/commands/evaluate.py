@@ -54,9 +54,8 @@ def format_table(metrics: dict[str, float], per_category: bool = False) -> str:
     def cell(v: float) -> str:
         return f"{'-':>6}" if v < 0 else f"{v:6.4f}"
 
-    lines = [f"{'metric':<10} {'value':>6}", "-" * 17]
+    lines = [f"{'metric':<10} {'value':>6}  (fractions in [0, 1], as the official evaluator)", "-" * 17]
     lines += [f"{key:<10} {cell(value)}" for key, value in metrics.items() if not key.startswith("AP/")]
-    lines += ["(fractions in [0, 1], as the official evaluator)"]
     if per_category:
         rows = [(k[3:], v) for k, v in metrics.items() if k.startswith("AP/")]
         width = max([len(name) for name, _ in rows] + [8])
