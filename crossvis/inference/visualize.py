@@ -140,8 +140,9 @@ def place_labels(boxes: list[list[float]], sizes: list[tuple[int, int]],
     Each label tries, in turn: above its box's top-left corner, inside the box's top-left corner,
     below the box, above the top-right corner; every spot is clamped into the image. It takes the
     first spot that overlaps no label placed before it; when all collide, it slides down (then
-    up) from the first spot in steps of its own height to the nearest free row. Labels therefore
-    never pile up on each other as long as the image has room.
+    up) from the first spot in steps of its own height to the nearest free row, and in a frame
+    too crowded for that it takes the spot covering the least label area. Labels therefore never
+    pile up on each other as long as the image has room.
     """
     height, width = image_size
     placed: list[tuple[float, float, float, float]] = []
@@ -155,8 +156,12 @@ def place_labels(boxes: list[list[float]], sizes: list[tuple[int, int]],
         for step in range(1, 2 * (height // max(th, 1)) + 2):
             offset = (step // 2) * th * (1 if step % 2 else -1)
             candidates.append(clamp(first[0], first[1] + offset))
-        spot = next((c for c in candidates if not any(_overlaps((c[0], c[1], c[0] + tw, c[1] + th), p)
-                                                      for p in placed)), first)
+        def covered(c: tuple[float, float]) -> float:
+            return sum(max(0.0, min(c[0] + tw, p[2]) - max(c[0], p[0])) * max(0.0, min(c[1] + th, p[3]) - max(c[1], p[1]))
+                       for p in placed)
+
+        # the first free spot; in a crowded frame, the spot that hides the least of the others
+        spot = next((c for c in candidates if covered(c) == 0.0), None) or min(candidates, key=covered)
         placed.append((spot[0], spot[1], spot[0] + tw, spot[1] + th))
         spots.append(spot)
     return spots

@@ -104,3 +104,14 @@ def test_demo_writes_a_contact_sheet(tmp_path, capsys):
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.mode == "RGB" and sheet.width >= 4 * 96
     assert "contact sheet" in capsys.readouterr().out
+
+
+def test_a_crowded_frame_does_not_pile_labels_up():
+    """Six 12-px labels of one box in a 60-px-high frame cannot all be free; still no two share a
+    spot and none is hidden whole by another."""
+    spots = place_labels([[10, 20, 60, 50]] * 6, [(50, 12)] * 6, (60, 128))
+    assert len(set(spots)) == 6
+    rects = [(x, y, x + 50, y + 12) for x, y in spots]
+    for i, a in enumerate(rects):
+        for b in rects[:i]:
+            assert max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1])) < 600
