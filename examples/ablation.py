@@ -66,11 +66,12 @@ def main() -> None:
                for seed in range(args.seeds)]
         rows.append((name, crossover, embedding["type"].startswith("global"), aps))
 
-    print(f"\nHeld-out synthetic AP, median of {args.seeds} seeds ({args.max_iter} iterations each)")
+    print(f"\nHeld-out synthetic AP (fractions, as the official evaluator), median of {args.seeds} seeds "
+          f"({args.max_iter} iterations each)")
     print(f"{'variant':<24}{'COL':^5}{'GBE':^5}{'AP':>7}{'min':>7}{'max':>7}")
     for name, col, gbe, aps in rows:
         print(f"{name:<24}{'x' if col else '':^5}{'x' if gbe else '':^5}"
-              f"{100 * statistics.median(aps):7.1f}{100 * min(aps):7.1f}{100 * max(aps):7.1f}")
+              f"{statistics.median(aps):7.3f}{min(aps):7.3f}{max(aps):7.3f}")
 
 
 if __name__ == "__main__":

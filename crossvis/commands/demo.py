@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
         "demo", help="track instances in your own video and write overlays, masks and results",
         description="Run a model online on INPUT (a video file or a folder of frames, any size) and write "
                     "OUT/frames/000000.jpg ... (overlays: mask, box, 'category #track score', one colour per "
-                    "track), OUT/overlay.mp4, optionally OUT/masks/<track>/<frame>.png, and the clip's "
+                    "track), optionally OUT/contact_sheet.png, OUT/overlay.mp4, optionally "
+                    "OUT/masks/<track>/<frame>.png, and the clip's "
                     "YouTube-VIS results OUT/results.json (video_id 1) with OUT/video.json (frame size, length). "
                     "OUT/.crossvis-outputs.json lists what demo writes: a later demo into OUT first deletes "
                     "exactly those outputs, so no stale frame stays; other files are never touched.")
@@ -30,6 +31,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="process only the first N frames")
     parser.add_argument("--no-video", action="store_true", help="do not write OUT/overlay.mp4")
     parser.add_argument("--save-masks", action="store_true", help="write OUT/masks/<track>/<frame>.png")
+    parser.add_argument("--contact-sheet", action="store_true",
+                        help="write OUT/contact_sheet.png: up to 12 evenly spaced overlays in time order and a "
+                             "timeline of every track (one colour and '#id name' per track)")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate of the overlay video, 0 < FPS <= 1000 (default: the input's, 10 for "
                              "a frame folder)")
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from crossvis.data.video import open_video_source, write_video
     from crossvis.inference.outputs import OutputFolder, check_not_a_file
     from crossvis.inference.predictor import Predictor
-    from crossvis.inference.visualize import draw_tracked_instances, save_instance_masks
+    from crossvis.inference.visualize import ContactSheet, draw_tracked_instances, save_instance_masks
     from crossvis.eval import write_results
     from crossvis.recipes import load_recipe
     from crossvis.recipes.sections import check_device
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         total = args.max_frames if total is None else min(total, args.max_frames)
     frames = _SizeCheckedFrames(itertools.islice(iter(source), args.max_frames), args.input)
     stats = {"frames": 0, "instances": 0}
+    sheet = ContactSheet(predictor.category_name) if args.contact_sheet else None
 
     def overlays() -> Iterator[np.ndarray]:
         for index, instances in enumerate(predictor.track(frames)):
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             _save_jpeg(image, frames_dir / f"{index:06d}.jpg")
             if args.save_masks:
                 save_instance_masks(masks_dir, index, instances, args.score_threshold)
+            if sheet is not None:
+                sheet.add(index, image, instances, args.score_threshold)
             stats["frames"] += 1
             stats["instances"] += len(instances)
             yield image
@@ -117,12 +124,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{stats['frames']} frames ({w}x{h}), {len(results)} tracks ({shown} scoring >= {args.score_threshold}), "
           f"{stats['instances']} instances; {elapsed:.1f} s, {stats['frames'] / max(elapsed, 1e-9):.1f} frames/s "
           f"(decoding, model, tracking, drawing and writing)")
+    if sheet is not None:
+        sheet.save(out / "contact_sheet.png", title=f"{Path(args.input).name}: tracks scoring >= {args.score_threshold}")
     print(f"overlays: {frames_dir}/" + ("" if args.no_video else f", video: {out / 'overlay.mp4'}")
-          + (f", masks: {masks_dir}/" if args.save_masks else "") + f", results: {out / 'results.json'}")
+          + (f", masks: {masks_dir}/" if args.save_masks else "") + f", results: {out / 'results.json'}"
+          + (f", contact sheet: {out / 'contact_sheet.png'}" if sheet is not None else ""))
     return 0
 
 
-_OUTPUT_FILES = ["overlay.mp4", "results.json", "video.json"]
+_OUTPUT_FILES = ["overlay.mp4", "results.json", "video.json", "contact_sheet.png"]
 _OUTPUT_FOLDERS = ["frames", "masks"]
 
 

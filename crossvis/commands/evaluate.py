@@ -46,11 +46,15 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 
 def format_table(metrics: dict[str, float], per_category: bool = False) -> str:
-    """A readable two-column table of the summary metrics (percent), optionally per-category AP."""
-    def cell(v: float) -> str:
-        return f"{'-':>6}" if v < 0 else f"{100 * v:6.2f}"
+    """A readable two-column table of the summary metrics, optionally per-category AP.
 
-    lines = [f"{'metric':<10} {'value':>6}", "-" * 17]
+    Values are fractions in [0, 1] with 4 decimals, the official evaluator's scale (the same as
+    metrics.json, the training log and ``crossvis quickstart``); ``-`` where undefined (-1).
+    """
+    def cell(v: float) -> str:
+        return f"{'-':>6}" if v < 0 else f"{v:6.4f}"
+
+    lines = [f"{'metric':<10} {'value':>6}  (fractions in [0, 1], as the official evaluator)", "-" * 17]
     lines += [f"{key:<10} {cell(value)}" for key, value in metrics.items() if not key.startswith("AP/")]
     if per_category:
         rows = [(k[3:], v) for k, v in metrics.items() if k.startswith("AP/")]

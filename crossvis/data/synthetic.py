@@ -1,9 +1,14 @@
 """A synthetic video instance segmentation dataset in the YouTube-VIS format.
 
-Each category is a distinct shape with a characteristic colour and stripe texture (so a tiny model
-learns it in a few hundred iterations). Objects move linearly with a little jitter, bounce off the
-frame border, grow or shrink, occlude each other in a fixed depth order (a mask is the object's
-*visible* part), and may enter late or leave early, over a noisy, smoothly shaded background.
+Each category is a distinct shape (the shape is the only cue that always holds). With the default
+``appearance="varied"`` the rest varies as in real footage: backgrounds are coloured noise
+textures, soft blobs, stripe/checker patterns or gradients with grain; objects take their
+category's colour or any other, with a stripe, plain or shaded fill, in a wide range of sizes;
+they move linearly with jitter, some towards the frame centre (paths cross and nearer objects hide
+farther ones: a mask is the object's *visible* part), some bouncing off the border and some leaving
+through it, grow or shrink, enter late or leave early; the camera may pan and frames may be
+blurred. ``appearance="simple"`` keeps the old, easy look (category colours and stripes over a
+grey gradient, bouncing objects).
 
 Output (per split)::
 
@@ -75,6 +80,9 @@ class _Object:
     velocity: np.ndarray
     start: int
     end: int  # exclusive
+    colour: np.ndarray  # float32 [3] RGB
+    fill: str  # "stripes", "plain" or "shaded"
+    bounce: bool  # reflect at the frame border (False: may leave the frame)
 
 
 def rle_from_mask(mask: np.ndarray) -> dict[str, Any]:
@@ -93,29 +101,53 @@ def _bbox(mask: np.ndarray) -> list[float]:
     return [float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]
 
 
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A saturated colour of random hue and brightness (float32 [3] RGB)."""
+    hue = rng.uniform(0, 6)
+    ramp = np.clip(np.abs((hue + np.array([0.0, 4.0, 2.0])) % 6 - 3) - 1, 0, 1)  # HSV hue -> RGB with S=V=1
+    value, saturation = rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0)
+    return (255 * value * (1 - saturation + saturation * ramp)).astype(np.float32)
+
+
 def _sample_objects(rng: np.random.Generator, num_frames: int, height: int, width: int,
-                    num_categories: int, max_objects: int) -> list[_Object]:
+                    num_categories: int, max_objects: int, varied: bool) -> list[_Object]:
     side = min(height, width)
     objects = []
     for i in range(int(rng.integers(1, max_objects + 1))):
-        radius = float(rng.uniform(0.10, 0.20)) * side  # diameter 20-40% of the short side
+        low, high = (0.08, 0.26) if varied else (0.10, 0.20)
+        radius = float(rng.uniform(low, high)) * side
         start, end = 0, num_frames
-        if i > 0 and num_frames >= 4 and rng.random() < 0.3:
+        if i > 0 and num_frames >= 4 and rng.random() < 0.35:
             start = int(rng.integers(1, num_frames // 2))
-        if i > 0 and num_frames >= 4 and rng.random() < 0.3:
+        if i > 0 and num_frames >= 4 and rng.random() < 0.35:
             end = int(rng.integers(num_frames // 2 + 1, num_frames))
-        angle = rng.uniform(0, 2 * np.pi)
+        category = int(rng.integers(num_categories))
+        center = np.array([rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)])
         speed = rng.uniform(0.01, 0.04) * width
+        if varied and rng.random() < 0.5:
+            # head for a point near the frame centre: paths cross, nearer objects hide farther ones
+            target = np.array([width, height]) * (0.5 + rng.uniform(-0.15, 0.15, size=2))
+            direction = (target - center) / max(float(np.hypot(*(target - center))), 1e-6)
+            speed = rng.uniform(0.02, 0.05) * width
+        else:
+            angle = rng.uniform(0, 2 * np.pi)
+            direction = np.array([np.cos(angle), np.sin(angle)])
+        if varied:
+            colour = _COLOURS[category] if rng.random() < 0.35 else _random_colour(rng)
+            fill = str(rng.choice(["stripes", "plain", "shaded"]))
+        else:
+            colour, fill = _COLOURS[category], "stripes"
         objects.append(_Object(
-            category=int(rng.integers(num_categories)), radius=radius, growth=float(rng.uniform(-0.3, 0.3)),
-            center=np.array([rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)]),
-            velocity=np.array([np.cos(angle), np.sin(angle)]) * speed, start=start, end=end))
+            category=category, radius=radius, growth=float(rng.uniform(-0.3, 0.3)), center=center,
+            velocity=direction * speed, start=start, end=end, colour=colour, fill=fill,
+            bounce=not varied or rng.random() < 0.6))
     return objects  # list order is depth order: objects[0] is nearest the camera
 
 
 def _trajectory(obj: _Object, rng: np.random.Generator, num_frames: int, height: int,
                 width: int) -> list[tuple[float, float, float]]:
-    """Per-frame (cx, cy, radius): linear motion + jitter, reflected at the frame border."""
+    """Per-frame (cx, cy, radius): linear motion + jitter, reflected at the frame border unless
+    the object may leave it."""
     out = []
     center, velocity = obj.center.copy(), obj.velocity.copy()
     limits = np.array([width, height], dtype=np.float64)
@@ -125,40 +157,118 @@ def _trajectory(obj: _Object, rng: np.random.Generator, num_frames: int, height:
         center = center + velocity + rng.normal(0.0, 0.4, size=2)
         for axis in range(2):
             lo, hi = radius * 0.5, limits[axis] - radius * 0.5
-            if center[axis] < lo or center[axis] > hi:
+            if obj.bounce and (center[axis] < lo or center[axis] > hi):
                 velocity[axis] = -velocity[axis]
                 center[axis] = np.clip(center[axis], lo, hi)
     return out
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int, octaves: int) -> np.ndarray:
+    """Fractal value noise in [0, 1]: float32 [H, W], octaves of bilinearly upsampled random grids."""
+    total = np.zeros((height, width), dtype=np.float32)
+    for octave in range(octaves):
+        n = cells * 2 ** octave
+        grid = rng.random((n + 1, n + 1)).astype(np.float32)
+        ys = np.linspace(0, n, height, dtype=np.float32)
+        xs = np.linspace(0, n, width, dtype=np.float32)
+        y0, x0 = np.minimum(ys.astype(int), n - 1), np.minimum(xs.astype(int), n - 1)
+        fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+        top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+        bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+        total += (top * (1 - fy) + bottom * fy) * 0.5 ** octave
+    total -= total.min()
+    return total / max(float(total.max()), 1e-6)
+
+
+def _background(rng: np.random.Generator, height: int, width: int, varied: bool) -> np.ndarray:
+    """An H×W×3 float32 background: a gentle gradient, or (varied) a coloured noise texture,
+    soft colour blobs or a stripe/checker pattern, over the gradient."""
     base = rng.uniform(70, 150, size=3)
     tilt = rng.uniform(-40, 40, size=(2, 1)) + rng.uniform(-8, 8, size=(2, 3))
     ys = np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None, None]
     xs = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :, None]
-    grey = base.mean()
-    base = 0.8 * grey + 0.2 * base  # low saturation so the coloured objects stand out
-    return (base + ys * tilt[0] + xs * tilt[1]).astype(np.float32)
+    if not varied:
+        base = 0.8 * base.mean() + 0.2 * base  # low saturation so the coloured objects stand out
+        return (base + ys * tilt[0] + xs * tilt[1]).astype(np.float32)
+    image = (rng.uniform(30, 220, size=3) + ys * tilt[0] + xs * tilt[1]).astype(np.float32)
+    kind = rng.choice(["gradient", "texture", "blobs", "pattern"], p=[0.15, 0.4, 0.25, 0.2])
+    if kind == "texture":
+        t = _smooth_noise(rng, height, width, int(rng.integers(2, 6)), 4)[..., None]
+        image = image * (1 - t) + rng.uniform(20, 235, size=3).astype(np.float32) * t
+    elif kind == "blobs":
+        for _ in range(int(rng.integers(4, 12))):
+            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+            sy, sx = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
+            weight = np.exp(-0.5 * (((ys[..., 0] + 0.5) * height - cy) / sy) ** 2
+                            - 0.5 * (((xs[..., 0] + 0.5) * width - cx) / sx) ** 2)[..., None]
+            image = image * (1 - weight) + _random_colour(rng) * 0.8 * weight
+    elif kind == "pattern":
+        period = rng.uniform(0.04, 0.15) * min(height, width)
+        angle = rng.uniform(0, np.pi)
+        u = ((xs[..., 0] + 0.5) * width * np.cos(angle) + (ys[..., 0] + 0.5) * height * np.sin(angle)) / period
+        v = ((ys[..., 0] + 0.5) * height * np.cos(angle) - (xs[..., 0] + 0.5) * width * np.sin(angle)) / period
+        on = (np.floor(u) % 2 == 0) if rng.random() < 0.5 else ((np.floor(u) + np.floor(v)) % 2 == 0)
+        image = image + (on[..., None] * 2.0 - 1.0) * rng.uniform(10, 35)
+    detail = _smooth_noise(rng, height, width, 16, 2)[..., None] - 0.5
+    return (image + detail * rng.uniform(0, 50)).astype(np.float32)
+
+
+def _fill(obj: _Object, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The object's colour at object coordinates (u, v): float32 [h, w, 3]."""
+    if obj.fill == "plain":
+        return np.broadcast_to(obj.colour, (*u.shape, 3))
+    if obj.fill == "shaded":
+        shade = 1.0 - 0.25 * np.clip(u + v, -1.5, 1.5) / 1.5
+    else:
+        angle, period = _STRIPES[obj.category]
+        phase = (np.cos(angle) * u + np.sin(angle) * v) * (2 * np.pi / period)
+        shade = 0.72 + 0.28 * (np.sin(phase) > 0)
+    return obj.colour * shade[..., None]
+
+
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """A (2r+1)-tap box blur along both axes of an H×W×3 float32 image (edges repeated)."""
+    out = image
+    for axis in (0, 1):
+        pad = [(0, 0)] * 3
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        cumulative = np.cumsum(padded, axis=axis, dtype=np.float64)
+        cumulative = np.concatenate([np.zeros_like(np.take(cumulative, [0], axis=axis)), cumulative], axis=axis)
+        n = out.shape[axis]
+        out = ((np.take(cumulative, np.arange(2 * radius + 1, n + 2 * radius + 1), axis=axis)
+                - np.take(cumulative, np.arange(n), axis=axis)) / (2 * radius + 1)).astype(np.float32)
+    return out
 
 
 _Rendered = tuple[list[np.ndarray], list[list[Optional[np.ndarray]]], list[int]]
 
 
 def _render_video(rng: np.random.Generator, num_frames: int, height: int, width: int,
-                  num_categories: int, max_objects: int) -> _Rendered:
-    """Frames (H×W×3 uint8), per object the visible mask of each frame (None when absent), categories."""
-    objects = _sample_objects(rng, num_frames, height, width, num_categories, max_objects)
+                  num_categories: int, max_objects: int, varied: bool = False) -> _Rendered:
+    """Frames (H×W×3 uint8), per object the visible mask of each frame (None when absent), categories.
+
+    ``varied`` adds textured backgrounds, free colours and fills, crossings, objects leaving the
+    frame, a panning camera and motion blur."""
+    objects = _sample_objects(rng, num_frames, height, width, num_categories, max_objects, varied)
     paths = [_trajectory(o, rng, num_frames, height, width) for o in objects]
-    background = _background(rng, height, width)
+    margin = int(0.1 * min(height, width)) if varied else 0
+    world = _background(rng, height + 2 * margin, width + 2 * margin, varied)
+    pan = rng.uniform(-1, 1, size=2) * margin / max(num_frames - 1, 1) if varied and rng.random() < 0.5 else np.zeros(2)
+    blur = int(rng.integers(1, 3)) if varied and rng.random() < 0.25 else 0
+    noise_level = int(rng.integers(4, 20)) if varied else 12
     frames: list[np.ndarray] = []
     masks: list[list[Optional[np.ndarray]]] = [[None] * num_frames for _ in objects]
     for t in range(num_frames):
-        image = background.copy()
+        # the camera pans over the background; objects move with the scene
+        shift = np.clip(np.round(pan * t), -margin, margin).astype(int)
+        image = world[margin + shift[1]:margin + shift[1] + height, margin + shift[0]:margin + shift[0] + width].copy()
         occupied = np.zeros((height, width), dtype=bool)
         for k, obj in enumerate(objects):  # nearest first; nearer objects hide farther ones
             if not obj.start <= t < obj.end:
                 continue
             cx, cy, r = paths[k][t]
+            cx, cy = cx - shift[0], cy - shift[1]
             y0, y1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, height)
             x0, x1 = max(int(cx - r) - 1, 0), min(int(cx + r) + 2, width)
             if y0 >= y1 or x0 >= x1:
@@ -169,16 +279,15 @@ def _render_video(rng: np.random.Generator, num_frames: int, height: int, width:
             visible = inside & ~occupied[y0:y1, x0:x1]
             if visible.sum() < _MIN_VISIBLE:
                 continue
-            angle, period = _STRIPES[obj.category]
-            phase = (np.cos(angle) * u + np.sin(angle) * v) * (2 * np.pi / period)
-            shade = (0.72 + 0.28 * (np.sin(phase) > 0))[..., None]
             patch = image[y0:y1, x0:x1]
-            patch[visible] = (_COLOURS[obj.category] * shade)[visible]
+            patch[visible] = _fill(obj, u, v)[visible]
             occupied[y0:y1, x0:x1] |= visible
             full = np.zeros((height, width), dtype=np.uint8)
             full[y0:y1, x0:x1] = visible
             masks[k][t] = full
-        noise = rng.integers(-12, 13, size=(height, width, 3), dtype=np.int16)
+        if blur:
+            image = _box_blur(image, blur)
+        noise = rng.integers(-noise_level, noise_level + 1, size=(height, width, 3), dtype=np.int16)
         frames.append(np.clip(image + noise, 0, 255).astype(np.uint8))
     return frames, masks, [o.category for o in objects]
 
@@ -190,7 +299,8 @@ def _split_seed(seed: int, split_name: str) -> list[int]:
 def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_frames: int = 12,
                                height: int = 128, width: int = 192, num_categories: int = 4,
                                max_objects: int = 3, seed: int = 0, split_name: str = "train",
-                               jpeg_quality: int = 90) -> SyntheticPaths:
+                               jpeg_quality: int = 90, appearance: str = "varied",
+                               progress: bool = False) -> SyntheticPaths:
     """Write one synthetic YouTube-VIS-format split to ``out_dir``.
 
     Args:
@@ -201,6 +311,11 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
         seed: random seed; together with ``split_name`` it fixes every video.
         split_name: name of the split; different names give different videos for the same seed.
         jpeg_quality: JPEG quality of the frames.
+        appearance: ``"varied"`` (default): textured/noisy/blob/pattern backgrounds, objects of free
+            colour with stripe, plain or shaded fill and wider size range, paths that cross, objects
+            that leave through the border, a panning camera and blur; ``"simple"``: the old look
+            (grey gradient backgrounds, category colours, stripes, bouncing objects).
+        progress: show a progress bar over the videos (tqdm).
 
     Returns:
         SyntheticPaths with the annotation file and the images root its ``file_names`` use.
@@ -211,12 +326,18 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
         raise CrossVISError("num_videos, num_frames and max_objects must be at least 1")
     if min(height, width) < 16:
         raise CrossVISError(f"frames must be at least 16x16 pixels, got {height}x{width}")
+    if appearance not in ("varied", "simple"):
+        raise CrossVISError(f"appearance must be 'varied' or 'simple', got {appearance!r}")
+    from tqdm import tqdm
+
     root = Path(out_dir)
     images = root / "JPEGImages"
     videos, tracks = [], []
-    for index in range(num_videos):
+    for index in tqdm(range(num_videos), desc=f"synthetic {split_name}", unit="video", disable=not progress,
+                      dynamic_ncols=True):
         rng = np.random.default_rng([*_split_seed(seed, split_name), index])
-        frames, masks, categories = _render_video(rng, num_frames, height, width, num_categories, max_objects)
+        frames, masks, categories = _render_video(rng, num_frames, height, width, num_categories, max_objects,
+                                                  varied=appearance == "varied")
         name = f"{split_name}_{index:04d}"
         (images / name).mkdir(parents=True, exist_ok=True)
         file_names = [f"{name}/{5 * t:05d}.jpg" for t in range(num_frames)]
@@ -236,7 +357,8 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
                 "bboxes": [None if m is None else _bbox(m) for m in per_frame],
             })
     data = {
-        "info": {"description": "crossvis synthetic VIS dataset", "split": split_name, "seed": int(seed)},
+        "info": {"description": "crossvis synthetic VIS dataset", "split": split_name, "seed": int(seed),
+                 "appearance": appearance},
         "categories": [{"id": k + 1, "name": SHAPES[k], "supercategory": "shape"} for k in range(num_categories)],
         "videos": videos,
         "annotations": tracks,

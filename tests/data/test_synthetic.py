@@ -90,3 +90,68 @@ def test_rle_from_mask_round_trips_through_pycocotools():
             mask = (rng.random(shape) < p).astype(np.uint8)
             decoded = mask_utils.decode(mask_utils.frPyObjects(rle_from_mask(mask), *shape))
             np.testing.assert_array_equal(decoded, mask)
+
+
+def _frame_and_masks(paths, data, video_index, frame):
+    video = data["videos"][video_index]
+    image = np.asarray(Image.open(paths.images / video["file_names"][frame]), dtype=np.float32)
+    segs = [t["segmentations"][frame] for t in data["annotations"]
+            if t["video_id"] == video["id"] and t["segmentations"][frame]]
+    masks = (mask_utils.decode(mask_utils.frPyObjects(segs, video["height"], video["width"])).transpose(2, 0, 1)
+             if segs else np.zeros((0, video["height"], video["width"]), np.uint8))
+    return image, masks, [t["category_id"] for t in data["annotations"]
+                          if t["video_id"] == video["id"] and t["segmentations"][frame]]
+
+
+def test_varied_look_differs_from_the_simple_one(tmp_path):
+    """The default look varies what a model must not rely on: backgrounds are textured (far more
+    large-scale variation than the simple gradient), an object's colour does not give its category,
+    tracks cross (their boxes overlap) and some leave through the frame border."""
+    kwargs = dict(num_videos=16, num_frames=8, height=64, width=96, max_objects=4, seed=5)
+    varied = generate_synthetic_dataset(tmp_path / "varied", **kwargs)
+    simple = generate_synthetic_dataset(tmp_path / "simple", appearance="simple", **kwargs)
+
+    def stats(paths):
+        data = json.loads(paths.annotations.read_text())
+        background_spread, colours = [], {}
+        for v in range(len(data["videos"])):
+            image, masks, categories = _frame_and_masks(paths, data, v, 0)
+            outside = masks.sum(axis=0) == 0
+            # spread of 8x8-block means of the background (texture, not pixel noise)
+            blocks = image[: 64 // 8 * 8, : 96 // 8 * 8].reshape(8, 8, 12, 8, 3).mean(axis=(1, 3))
+            keep = outside[: 64 // 8 * 8, : 96 // 8 * 8].reshape(8, 8, 12, 8).all(axis=(1, 3))
+            if keep.sum() > 6:  # residual after a least-squares plane: a gradient leaves none
+                yy, xx = np.nonzero(keep)
+                design = np.stack([yy, xx, np.ones_like(yy)], axis=1).astype(np.float64)
+                fit, *_ = np.linalg.lstsq(design, blocks[keep], rcond=None)
+                background_spread.append(float((blocks[keep] - design @ fit).std(axis=0).mean()))
+            for mask, category in zip(masks, categories):
+                if mask.sum() > 30:
+                    colours.setdefault(category, []).append(image[mask.astype(bool)].mean(axis=0))
+        spread = max(float(np.std(np.array(c), axis=0).mean()) for c in colours.values() if len(c) > 2)
+        return float(np.median(background_spread)), spread, data
+
+    bg_varied, colour_varied, data = stats(varied)
+    bg_simple, colour_simple, _ = stats(simple)
+    assert bg_varied > 3 * bg_simple, (bg_varied, bg_simple)
+    assert colour_varied > 25 and colour_simple < 15, (colour_varied, colour_simple)
+    crossings = leaving = 0
+    for video in data["videos"]:
+        tracks = [t for t in data["annotations"] if t["video_id"] == video["id"]]
+        for f in range(video["length"]):
+            boxes = [t["bboxes"][f] for t in tracks if t["bboxes"][f]]
+            crossings += any(a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+                             for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        for t in tracks:
+            last = max(f for f, b in enumerate(t["bboxes"]) if b)
+            b = t["bboxes"][last]
+            leaving += b[0] <= 0 or b[1] <= 0 or b[0] + b[2] >= video["width"] or b[1] + b[3] >= video["height"]
+    assert crossings >= 5 and leaving >= 3
+
+
+def test_unknown_appearance_is_refused(tmp_path):
+    import pytest
+    from crossvis.errors import CrossVISError
+
+    with pytest.raises(CrossVISError, match="appearance"):
+        generate_synthetic_dataset(tmp_path, num_videos=1, appearance="photo")

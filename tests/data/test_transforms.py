@@ -4,7 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossvis.data import Compose, RandomHorizontalFlip, ResizeShortestEdge, finalize_instances
+from crossvis.data import (ColorJitter, Compose, RandomCrop, RandomHorizontalFlip, ResizeShortestEdge,
+                           finalize_instances)
+from crossvis.data.transforms import rotate_hue
 
 
 def _sample(masks: np.ndarray, seed: int = 0) -> dict:
@@ -99,3 +101,87 @@ def test_boxes_are_inside_the_image_and_tight_around_masks(h, w, n, short, flip,
                                               mode="nearest-exact")[:, 0]
     assert inst["ids"].tolist() == [10 + k for k in range(n) if resized[k].any()]
     assert inst["labels"].tolist() == [k % 3 for k in range(n) if resized[k].any()]
+
+
+# -- random crop and colour jitter -------------------------------------------------------------------
+def _two_frame_clip(h: int = 30, w: int = 40) -> list[dict]:
+    masks = np.zeros((3, h, w), np.uint8)
+    masks[0, 2:10, 3:12] = 1        # top-left object
+    masks[1, 20:28, 28:38] = 1      # bottom-right object
+    masks[2, 12:18, 15:25] = 1      # centre object
+    return [_sample(masks, seed=0), _sample(masks[[0, 2]], seed=1)]
+
+
+def test_crop_is_one_window_for_the_clip_and_matches_slicing():
+    crop = RandomCrop(min_scale=0.5, p=1.0, min_keep=0.0)
+    windows = set()
+    for seed in range(25):
+        clip = _two_frame_clip()
+        out = crop(clip, torch.Generator().manual_seed(seed))
+        assert out[0]["image"].shape == out[1]["image"].shape
+        h, w = out[0]["image"].shape[1:]
+        assert 15 <= h <= 30 and 20 <= w <= 40
+        # find the window by matching pixels: the crop is a plain slice of the original image
+        found = [(t, l) for t in range(30 - h + 1) for l in range(40 - w + 1)
+                 if torch.equal(clip[0]["image"][:, t:t + h, l:l + w], out[0]["image"])]
+        assert found
+        t, l = found[0]
+        assert torch.equal(clip[1]["image"][:, t:t + h, l:l + w], out[1]["image"])
+        windows.add((t, l, h, w))
+        for before, after in zip(clip, out):
+            kept = [i for i in range(before["instances"]["masks"].shape[0])
+                    if before["instances"]["masks"][i, t:t + h, l:l + w].any()]
+            assert after["instances"]["ids"].tolist() == before["instances"]["ids"][kept].tolist()
+            assert after["instances"]["boxes"].tolist() == [_tight_box(m) for m in after["instances"]["masks"].numpy()]
+    assert len(windows) > 10
+
+
+def test_crop_keeps_enough_of_the_objects_or_leaves_the_clip_alone():
+    masks = np.zeros((1, 40, 40), np.uint8)
+    masks[0, 0:4, 0:4] = 1  # a corner object: most windows lose it
+    crop = RandomCrop(min_scale=0.3, p=1.0, min_keep=1.0)
+    for seed in range(20):
+        out = crop([_sample(masks)], torch.Generator().manual_seed(seed))[0]
+        assert int(out["instances"]["masks"].sum()) == 16  # all of it, whatever window was taken
+    assert RandomCrop(p=0.0)([_sample(masks)], torch.Generator().manual_seed(0))[0]["image"].shape == (3, 40, 40)
+
+
+def test_color_jitter_is_shared_by_the_clip_and_leaves_instances_alone():
+    jitter = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.5, p=1.0)
+    frame = _sample(np.ones((1, 12, 16), np.uint8), seed=3)
+    changed = 0
+    for seed in range(10):
+        out = jitter([frame, dict(frame)], torch.Generator().manual_seed(seed))
+        assert torch.equal(out[0]["image"], out[1]["image"]) and out[0]["image"].dtype == torch.uint8
+        assert out[0]["instances"] is frame["instances"]
+        changed += not torch.equal(out[0]["image"], frame["image"])
+    assert changed == 10
+    assert ColorJitter(p=0.0)([frame], torch.Generator().manual_seed(0))[0]["image"] is frame["image"]
+
+
+def test_rotate_hue_turns_primaries_and_keeps_greys():
+    # red + 1/3 turn -> green, + 2/3 -> blue (as an HSV hue shift); greys have no chroma to rotate
+    red = torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)
+    assert int(rotate_hue(red, 1 / 3).argmax()) == 1 and int(rotate_hue(red, 2 / 3).argmax()) == 2
+    greys = torch.arange(0, 256, 15, dtype=torch.uint8).repeat(3, 1).view(3, 1, -1)
+    assert (rotate_hue(greys, 0.37).int() - greys.int()).abs().max() <= 1
+    image = torch.from_numpy(np.random.default_rng(0).integers(40, 200, (3, 8, 8), dtype=np.uint8))
+    assert (rotate_hue(image, 1.0).int() - image.int()).abs().max() <= 1  # a full turn
+    # a small shift moves hues the way torchvision's adjust_hue does
+    import torchvision.transforms.v2.functional as TF
+    ours, theirs, opposite = rotate_hue(image, 0.05).float(), TF.adjust_hue(image, 0.05).float(), \
+        TF.adjust_hue(image, -0.05).float()
+    assert (ours - theirs).abs().mean() < (ours - opposite).abs().mean()
+
+
+def test_new_transforms_are_registered():
+    from crossvis.plugins import get_registry
+    from crossvis.recipes import build
+
+    registry = get_registry()
+    assert isinstance(build("transform", {"type": "random_crop", "min_scale": 0.7}, registry=registry), RandomCrop)
+    assert isinstance(build("transform", {"type": "color_jitter", "hue": 0.5}, registry=registry), ColorJitter)
+    with pytest.raises(ValueError):
+        ColorJitter(hue=0.7)
+    with pytest.raises(ValueError):
+        RandomCrop(min_scale=0.0)

@@ -27,7 +27,8 @@ def test_json_output_is_one_object_with_the_metric_keys(capsys):
 def test_table_output(capsys):
     assert main([*ARGS, "--per-category"]) == 0
     out = capsys.readouterr().out
-    assert "AP50" in out and "100.00" in out and "65.05" in out and "sedan" in out
+    assert "AP50" in out and "1.0000" in out and "0.6505" in out and "sedan" in out
+    assert "fractions" in out and "100.00" not in out  # one scale everywhere: the official fractions
 
 
 @pytest.mark.parametrize("which", ["--annotations", "--results"])

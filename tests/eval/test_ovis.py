@@ -200,7 +200,7 @@ def test_cli_ovis_table(files, capsys):
     assert main([*files, "--protocol", "ovis"]) == 0
     out = capsys.readouterr().out
     rows = dict(line.split() for line in out.splitlines()[2:])
-    assert list(rows) == list(OVIS_METRIC_KEYS) and rows["APho"] == "50.00" and rows["APmo"] == "-"
+    assert list(rows) == list(OVIS_METRIC_KEYS) and rows["APho"] == "0.5000" and rows["APmo"] == "-"
 
 
 def test_cli_default_is_youtube_vis_with_a_hint(files, capsys):
