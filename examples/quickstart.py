@@ -44,7 +44,7 @@ def main() -> None:
 
     # 3. train; with data.test set, training ends with online inference + evaluation (run/eval/)
     run_dir = out / "run"
-    result = Trainer(recipe, run_dir, resume=(run_dir / "checkpoints" / "last_checkpoint").is_file()).train()
+    result = Trainer(recipe, run_dir, resume=True).train()  # resume=True starts afresh without a checkpoint
     print("held-out AP (fraction):", f"{result['metrics']['AP']:.3f}" if result["metrics"] else "n/a")
 
     # 4. reload the final checkpoint as a user would and draw the test video with the most
