@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +95,14 @@ class CrossVIS(CondInst):
         num_pairs = len(anchors)
         images, targets = self.prepare_frames(anchors + references)
         ids = self._identity_ids(targets, anchors + references)
-        outputs = self.network(images)
+        set_pairs = getattr(self.network.neck, "set_frame_pairs", None)  # hook: temporal necks (crossvis.calibration)
+        if set_pairs is not None:
+            set_pairs(num_pairs)
+        try:
+            outputs = self.network(images)
+        finally:
+            if set_pairs is not None:
+                set_pairs(None)
         slots = []
         for sl in (slice(0, num_pairs), slice(num_pairs, 2 * num_pairs)):
             out = _slice_outputs(outputs, sl)
@@ -149,6 +156,10 @@ class CrossVIS(CondInst):
             dst_asg.locations[picked], dst_asg.levels[picked], dst_gt4[src_partner[keep]])
 
     def _embedding_loss(self, slots: list[tuple]) -> Tensor:
+        if getattr(self.embedding_loss, "dense_inputs", False):  # hook: dense losses (crossvis.association)
+            dense = [(flatten_levels(out["embeddings"]), _location_identities(tgt, asg, out["embeddings"][0].shape[0]))
+                     for out, tgt, asg, _ in slots]
+            return self.embedding_loss(*dense[0], *dense[1], proxies=self.proxies)
         per_slot = []
         for out, tgt, asg, _ in slots:
             emb = flatten_levels(out["embeddings"])
@@ -161,6 +172,14 @@ class CrossVIS(CondInst):
             return self.embedding_loss(emb, labels, self.proxies)
         (a_emb, a_ids, a_grp), (r_emb, r_ids, r_grp) = per_slot
         return self.embedding_loss(a_emb, a_ids, r_emb, r_ids, a_grp, r_grp)
+
+
+def _location_identities(targets: FrameTargets, assignment: Any, batch: int) -> Tensor:
+    """Identity of every location, int64 [B, L] (−1 background), for dense embedding losses."""
+    identities = torch.full_like(assignment.gt_inds, -1)
+    pos = assignment.positives
+    identities[pos] = torch.cat(targets.ids)[assignment.gt_inds[pos]]
+    return identities.reshape(batch, -1)
 
 
 def _shift(index: Tensor, offset: int) -> Tensor:
