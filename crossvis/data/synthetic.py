@@ -27,7 +27,7 @@ from PIL import Image
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["SHAPES", "SyntheticPaths", "generate_synthetic_dataset", "generate_synthetic_splits",
+__all__ = ["SHAPES", "SyntheticPaths", "OcclusionSetting", "generate_synthetic_dataset", "generate_synthetic_splits",
            "rle_from_mask"]
 
 #: Category names in id order (category id = position + 1).
@@ -141,22 +141,86 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return (base + ys * tilt[0] + xs * tilt[1]).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class OcclusionSetting:
+    """An occlusion-heavy variant of the videos (for comparing association methods).
+
+    Args:
+        min_objects: every video has at least this many objects (more are drawn until it does).
+        absence_probability: chance that an object leaves for a while and returns (it is not drawn,
+            and annotated null, for ``absence_frames`` frames in the middle of its life, while it
+            keeps moving, so it comes back elsewhere).
+        absence_frames: (min, max) length of such an absence, in frames.
+        occluders: untracked grey slabs in front of every object, sweeping slowly across the frame
+            (long partial or full occlusions).
+        occluder_width: slab width as a fraction of the frame width.
+    """
+
+    min_objects: int = 4
+    absence_probability: float = 0.5
+    absence_frames: tuple[int, int] = (3, 6)
+    occluders: int = 1
+    occluder_width: float = 0.25
+
+
+def _absences(rng: np.random.Generator, objects: list[_Object], setting: OcclusionSetting) -> list[range]:
+    """Per object the frames it is away (an empty range when it stays)."""
+    out = []
+    lo, hi = setting.absence_frames
+    for obj in objects:
+        length = int(rng.integers(lo, hi + 1))
+        life = obj.end - obj.start
+        if rng.random() >= setting.absence_probability or life < length + 2:
+            out.append(range(0))
+            continue
+        first = obj.start + 1 + int(rng.integers(0, life - length - 1))
+        out.append(range(first, first + length))
+    return out
+
+
+def _occluder_masks(rng: np.random.Generator, num_frames: int, height: int, width: int,
+                    setting: OcclusionSetting) -> list[np.ndarray]:
+    """Per frame the pixels covered by the occluders (bool H×W)."""
+    half = 0.5 * setting.occluder_width * width
+    slabs = [(rng.uniform(0, width), rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * width / max(num_frames, 1))
+             for _ in range(setting.occluders)]
+    xs = np.arange(width)[None, :]
+    masks = []
+    for t in range(num_frames):
+        covered = np.zeros((height, width), dtype=bool)
+        for x0, speed in slabs:
+            centre = (x0 + speed * t) % (width + 2 * half) - half
+            covered |= np.broadcast_to(np.abs(xs - centre) <= half, (height, width))
+        masks.append(covered)
+    return masks
+
+
 _Rendered = tuple[list[np.ndarray], list[list[Optional[np.ndarray]]], list[int]]
 
 
 def _render_video(rng: np.random.Generator, num_frames: int, height: int, width: int,
-                  num_categories: int, max_objects: int) -> _Rendered:
+                  num_categories: int, max_objects: int, occlusion: Optional[OcclusionSetting] = None) -> _Rendered:
     """Frames (H×W×3 uint8), per object the visible mask of each frame (None when absent), categories."""
     objects = _sample_objects(rng, num_frames, height, width, num_categories, max_objects)
+    if occlusion is not None:
+        while len(objects) < occlusion.min_objects:
+            objects += _sample_objects(rng, num_frames, height, width, num_categories, max_objects)
+        objects = objects[:max(occlusion.min_objects, max_objects)]
     paths = [_trajectory(o, rng, num_frames, height, width) for o in objects]
     background = _background(rng, height, width)
+    away = [range(0)] * len(objects) if occlusion is None else _absences(rng, objects, occlusion)
+    covered = None if occlusion is None else _occluder_masks(rng, num_frames, height, width, occlusion)
     frames: list[np.ndarray] = []
     masks: list[list[Optional[np.ndarray]]] = [[None] * num_frames for _ in objects]
     for t in range(num_frames):
         image = background.copy()
         occupied = np.zeros((height, width), dtype=bool)
+        if covered is not None:  # occluders are nearest of all
+            shade = np.broadcast_to(55.0 + 25.0 * (np.arange(height)[:, None] // 6 % 2), (height, width))
+            image[covered[t]] = shade[covered[t]][:, None]
+            occupied |= covered[t]
         for k, obj in enumerate(objects):  # nearest first; nearer objects hide farther ones
-            if not obj.start <= t < obj.end:
+            if not obj.start <= t < obj.end or t in away[k]:
                 continue
             cx, cy, r = paths[k][t]
             y0, y1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, height)
@@ -190,7 +254,7 @@ def _split_seed(seed: int, split_name: str) -> list[int]:
 def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_frames: int = 12,
                                height: int = 128, width: int = 192, num_categories: int = 4,
                                max_objects: int = 3, seed: int = 0, split_name: str = "train",
-                               jpeg_quality: int = 90) -> SyntheticPaths:
+                               jpeg_quality: int = 90, occlusion: Optional[OcclusionSetting] = None) -> SyntheticPaths:
     """Write one synthetic YouTube-VIS-format split to ``out_dir``.
 
     Args:
@@ -201,6 +265,8 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
         seed: random seed; together with ``split_name`` it fixes every video.
         split_name: name of the split; different names give different videos for the same seed.
         jpeg_quality: JPEG quality of the frames.
+        occlusion: an :class:`OcclusionSetting` for occlusion-heavy videos (many objects, long
+            occlusions, objects that leave and return); None (default) leaves the videos unchanged.
 
     Returns:
         SyntheticPaths with the annotation file and the images root its ``file_names`` use.
@@ -216,7 +282,8 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
     videos, tracks = [], []
     for index in range(num_videos):
         rng = np.random.default_rng([*_split_seed(seed, split_name), index])
-        frames, masks, categories = _render_video(rng, num_frames, height, width, num_categories, max_objects)
+        frames, masks, categories = _render_video(rng, num_frames, height, width, num_categories, max_objects,
+                                                  occlusion)
         name = f"{split_name}_{index:04d}"
         (images / name).mkdir(parents=True, exist_ok=True)
         file_names = [f"{name}/{5 * t:05d}.jpg" for t in range(num_frames)]
