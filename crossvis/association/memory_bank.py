@@ -21,7 +21,8 @@ component whose every rule is an option. Per frame:
    ``memory="temporal"`` (IDOL): the last ``memory_length`` embeddings of the track, averaged with
    weights growing linearly with recency (×detection score with ``score_weighted``).
    A track unseen for more than ``max_age`` frames is forgotten (until then it can be
-   re-identified after an occlusion); the remaining unmatched detections become backdrops for
+   re-identified after an occlusion); the remaining unmatched detections that do not overlap a
+   higher-scoring detection by more than ``backdrop_iou`` become backdrops for
    ``backdrop_frames`` frames.
 
 Memory use is O(live tracks · memory_length); forgotten tracks are deleted.
@@ -72,7 +73,8 @@ class MemoryBankTracker:
         memory_length: embeddings kept per track by the temporal memory (3).
         score_weighted: weight the temporal memory by detection score (True).
         duplicate_iou: box IoU above which a lower-scoring detection is a duplicate (0.7); None off.
-        backdrop_iou: the same for detections below ``keep_score_threshold`` (IDOL 0.5 [0.3]).
+        backdrop_iou: the same for detections below ``keep_score_threshold``, and the overlap
+            that keeps an unmatched detection out of the backdrops (IDOL 0.5 [0.3]).
         new_track_iou: a new track is not started for a detection overlapping an assigned
             detection of the frame by more than this box IoU (0.5); None off.
     """
@@ -179,11 +181,7 @@ class MemoryBankTracker:
         for i in torch.nonzero(ids >= 0).squeeze(1).tolist():
             self._remember(self.tracks[int(ids[i])], emb[i], float(scores[i]), int(labels[i]), frame)
         if self.backdrop_frames:
-            unmatched = torch.zeros(n, dtype=torch.bool)
-            unmatched[order] = True
-            unmatched &= (ids < 0) & ~dropped
-            if unmatched.any():
-                self.backdrops.append((frame, emb[unmatched], labels[unmatched]))
+            self._add_backdrops(frame, order, ids, dropped, boxes, emb, labels)
         return ids.to(det.boxes.device)
 
     # -- rules ------------------------------------------------------------------------------------
@@ -204,6 +202,19 @@ class MemoryBankTracker:
                 continue
             kept.append(i)
         return torch.tensor(kept, dtype=torch.int64)
+
+    def _add_backdrops(self, frame: int, order: Tensor, ids: Tensor, dropped: Tensor, boxes: Tensor, emb: Tensor,
+                       labels: Tensor) -> None:
+        """Keep this frame's unmatched detections as negatives, except those overlapping a
+        higher-scoring detection by more than ``backdrop_iou`` (near-duplicates of a tracked object
+        would take its probability mass in the bi-softmax)."""
+        candidate = (ids[order] < 0) & ~dropped[order]
+        if self.backdrop_iou is not None and order.numel() > 1:
+            iou = box_iou(boxes[order], boxes[order]).tril(diagonal=-1)
+            candidate &= ~(iou > self.backdrop_iou).any(dim=1)
+        keep = order[candidate]
+        if keep.numel():
+            self.backdrops.append((frame, emb[keep], labels[keep]))
 
     def _memory_matrix(self, track_ids: list[int], dim: int) -> tuple[Tensor, Tensor]:
         """Memory embeddings float32 [K + M, D] (tracks, then backdrops) and their labels int64 [K + M]."""

@@ -127,3 +127,14 @@ def test_bad_options_and_missing_embeddings_are_clear_errors():
     det.embeddings = None
     with pytest.raises(CrossVISError, match="embeddings"):
         MemoryBankTracker().update(det)
+
+
+def test_near_duplicates_of_kept_detections_are_not_backdrops():
+    # a weak near-duplicate of A (IoU 0.62: kept by the 0.7 duplicate rule, too weak to start a track)
+    # must not become a backdrop that competes with A's track; a weak detection elsewhere does.
+    near = [0, 0, 20, 13]
+    tracker = MemoryBankTracker(start_score_threshold=0.5, backdrop_iou=0.5)
+    ids = run(tracker, [frame((A, LEFT, 0.9), (A, near, 0.3), (C, RIGHT, 0.3))])
+    assert ids == [[0, -1, -1]]
+    (_, embeddings, _), = tracker.backdrops
+    assert embeddings.tolist() == [C]

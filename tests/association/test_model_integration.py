@@ -1,11 +1,8 @@
 """The association and calibration components plugged into a CrossVIS model and a Predictor."""
-import copy
-
-import numpy as np
 import pytest
 import torch
 
-from tracking_fixtures import synthetic_frames, tiny_recipe
+from tracking_fixtures import single_thread, synthetic_frames, tiny_recipe  # noqa: F401 (autouse fixture)
 
 from crossvis.association import ContrastiveEmbeddingLoss
 from crossvis.inference.predictor import Predictor
@@ -13,14 +10,6 @@ from crossvis.models import build_model
 
 CALIBRATED_NECK = {"type": "temporal_calibration", "max_displacement": 1, "hidden_channels": 8,
                    "inner": {"type": "fpn", "in_features": ["res3", "res4", "res5"], "out_channels": 64}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _frame(ids, offset):
