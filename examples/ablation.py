@@ -15,7 +15,7 @@ quickstart's videos). Rows, each trained with and without temporal feature calib
 * contrastive embedding + memory-bank tracker,
 * GBE + contrastive (weighted sum) + memory-bank tracker,
 
-plus, at inference cost only, the crossed pairs (GBE + memory bank, contrastive + official
+plus, at inference cost only, the crossed pairs (GBE + memory bank, contrastive or both + official
 tracker) so the loss and the tracker can be told apart. Columns: AP, AR10 and identity switches
 (IDSW: per ground-truth track, the number of times its matched predicted track id changes between
 the frames where it is matched — mask IoU >= 0.5, one-to-one by Hungarian matching per frame,
@@ -74,6 +74,7 @@ ASSOCIATION_ROWS = [
     ("GBE + contrastive + memory bank", "both", "memory_bank"),
     ("GBE + memory bank", "gbe", "memory_bank"),
     ("contrastive + official tracker", "contrastive", "official"),
+    ("GBE + contrastive + official tracker", "both", "official"),
     ("CrossVIS + calibration", "gbe_cal", "official"),
     ("contrastive + memory bank + calibration", "contrastive_cal", "memory_bank"),
     ("GBE + contrastive + memory bank + calib.", "both_cal", "memory_bank"),
@@ -188,16 +189,15 @@ def evaluate_with_tracker(run: Path, tracker: dict, out: Path, splits: dict) -> 
 
 
 def association_table(args: argparse.Namespace, out: Path, splits: dict) -> list[tuple[str, list[dict]]]:
+    """Train / evaluate every row; seed-major, so a stopped run still has every row's first seeds."""
     gt = json.loads(Path(splits["test"].annotations).read_text())
     trackers = {"official": OFFICIAL_TRACKER, "memory_bank": memory_bank(args.start_score)}
-    rows = []
     wanted = set(args.rows.split(",")) if args.rows else None
-    for name, key, tracker in ASSOCIATION_ROWS:
-        if wanted is not None and key not in wanted:
-            continue
-        _, embedding, calibrated = next(t for t in TRAININGS if t[0] == key)
-        per_seed = []
-        for seed in range(args.seeds):
+    rows = [r for r in ASSOCIATION_ROWS if wanted is None or r[1] in wanted]
+    per_row: dict[str, list[dict]] = {name: [] for name, _, _ in rows}
+    for seed in range(args.seeds):
+        for name, key, tracker in rows:
+            _, embedding, calibrated = next(t for t in TRAININGS if t[0] == key)
             overrides = {**data_overrides(splits), "model.embedding_loss": embedding, "runtime.seed": seed,
                          **schedule(args.max_iter), **extra_overrides(args.set)}
             if calibrated:
@@ -207,11 +207,10 @@ def association_table(args: argparse.Namespace, out: Path, splits: dict) -> list
             metrics = evaluate_with_tracker(run, trackers[tracker], folder, splits)
             results = json.loads((folder / "results.json").read_text())
             idsw, cover = identity_switches(gt, results, args.idsw_score)
-            per_seed.append({"AP": metrics["AP"], "AR10": metrics["AR10"], "IDSW": idsw, "cover": cover})
-        rows.append((name, per_seed))
-        print(f"[done] {name}: " + ", ".join(f"seed {k}: AP {100 * v['AP']:.1f} AR10 {100 * v['AR10']:.1f} "
-                                          f"IDSW {v['IDSW']}" for k, v in enumerate(per_seed)), flush=True)
-    return rows
+            per_row[name].append({"AP": metrics["AP"], "AR10": metrics["AR10"], "IDSW": idsw, "cover": cover})
+            print(f"[done] {name}, seed {seed}: AP {100 * metrics['AP']:.1f} AR10 {100 * metrics['AR10']:.1f} "
+                  f"IDSW {idsw} cover {100 * cover:.1f}", flush=True)
+    return [(name, per_row[name]) for name, _, _ in rows]
 
 
 def print_association(rows: list[tuple[str, list[dict]]], args: argparse.Namespace, out: Path) -> None:
