@@ -49,6 +49,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "crossvis.models.components",
     "crossvis.trackers.components",
     "crossvis.data.components",
+    "crossvis.association.components",
+    "crossvis.calibration.components",
 )
 
 

@@ -32,7 +32,7 @@ from PIL import Image
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["SHAPES", "SyntheticPaths", "generate_synthetic_dataset", "generate_synthetic_splits",
+__all__ = ["SHAPES", "SyntheticPaths", "OcclusionSetting", "generate_synthetic_dataset", "generate_synthetic_splits",
            "rle_from_mask"]
 
 #: Category names in id order (category id = position + 1).
@@ -241,22 +241,84 @@ def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class OcclusionSetting:
+    """An occlusion-heavy variant of the videos (for comparing association methods).
+
+    Args:
+        min_objects: every video has at least this many objects (more are drawn until it does).
+        absence_probability: chance that an object leaves for a while and returns (it is not drawn,
+            and annotated null, for ``absence_frames`` frames in the middle of its life, while it
+            keeps moving, so it comes back elsewhere).
+        absence_frames: (min, max) length of such an absence, in frames.
+        occluders: untracked grey slabs in front of every object, sweeping slowly across the frame
+            (long partial or full occlusions).
+        occluder_width: slab width as a fraction of the frame width.
+    """
+
+    min_objects: int = 4
+    absence_probability: float = 0.5
+    absence_frames: tuple[int, int] = (3, 6)
+    occluders: int = 1
+    occluder_width: float = 0.25
+
+
+def _absences(rng: np.random.Generator, objects: list[_Object], setting: OcclusionSetting) -> list[range]:
+    """Per object the frames it is away (an empty range when it stays)."""
+    out = []
+    lo, hi = setting.absence_frames
+    for obj in objects:
+        length = int(rng.integers(lo, hi + 1))
+        life = obj.end - obj.start
+        if rng.random() >= setting.absence_probability or life < length + 2:
+            out.append(range(0))
+            continue
+        first = obj.start + 1 + int(rng.integers(0, life - length - 1))
+        out.append(range(first, first + length))
+    return out
+
+
+def _occluder_masks(rng: np.random.Generator, num_frames: int, height: int, width: int,
+                    setting: OcclusionSetting) -> list[np.ndarray]:
+    """Per frame the pixels covered by the occluders (bool H×W)."""
+    half = 0.5 * setting.occluder_width * width
+    slabs = [(rng.uniform(0, width), rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * width / max(num_frames, 1))
+             for _ in range(setting.occluders)]
+    xs = np.arange(width)[None, :]
+    masks = []
+    for t in range(num_frames):
+        covered = np.zeros((height, width), dtype=bool)
+        for x0, speed in slabs:
+            centre = (x0 + speed * t) % (width + 2 * half) - half
+            covered |= np.broadcast_to(np.abs(xs - centre) <= half, (height, width))
+        masks.append(covered)
+    return masks
+
+
 _Rendered = tuple[list[np.ndarray], list[list[Optional[np.ndarray]]], list[int]]
 
 
 def _render_video(rng: np.random.Generator, num_frames: int, height: int, width: int,
-                  num_categories: int, max_objects: int, varied: bool = False) -> _Rendered:
+                  num_categories: int, max_objects: int, varied: bool = False,
+                  occlusion: Optional[OcclusionSetting] = None) -> _Rendered:
     """Frames (H×W×3 uint8), per object the visible mask of each frame (None when absent), categories.
 
     ``varied`` adds textured backgrounds, free colours and fills, crossings, objects leaving the
-    frame, a panning camera and motion blur."""
+    frame, a panning camera and motion blur; ``occlusion`` (an :class:`OcclusionSetting`) adds
+    objects that leave and return and occluding slabs."""
     objects = _sample_objects(rng, num_frames, height, width, num_categories, max_objects, varied)
+    if occlusion is not None:
+        while len(objects) < occlusion.min_objects:
+            objects += _sample_objects(rng, num_frames, height, width, num_categories, max_objects, varied)
+        objects = objects[:max(occlusion.min_objects, max_objects)]
     paths = [_trajectory(o, rng, num_frames, height, width) for o in objects]
     margin = int(0.1 * min(height, width)) if varied else 0
     world = _background(rng, height + 2 * margin, width + 2 * margin, varied)
     pan = rng.uniform(-1, 1, size=2) * margin / max(num_frames - 1, 1) if varied and rng.random() < 0.5 else np.zeros(2)
     blur = int(rng.integers(1, 3)) if varied and rng.random() < 0.25 else 0
     noise_level = int(rng.integers(4, 20)) if varied else 12
+    away = [range(0)] * len(objects) if occlusion is None else _absences(rng, objects, occlusion)
+    covered = None if occlusion is None else _occluder_masks(rng, num_frames, height, width, occlusion)
     frames: list[np.ndarray] = []
     masks: list[list[Optional[np.ndarray]]] = [[None] * num_frames for _ in objects]
     for t in range(num_frames):
@@ -264,8 +326,12 @@ def _render_video(rng: np.random.Generator, num_frames: int, height: int, width:
         shift = np.clip(np.round(pan * t), -margin, margin).astype(int)
         image = world[margin + shift[1]:margin + shift[1] + height, margin + shift[0]:margin + shift[0] + width].copy()
         occupied = np.zeros((height, width), dtype=bool)
+        if covered is not None:  # occluders are nearest of all
+            shade = np.broadcast_to(55.0 + 25.0 * (np.arange(height)[:, None] // 6 % 2), (height, width))
+            image[covered[t]] = shade[covered[t]][:, None]
+            occupied |= covered[t]
         for k, obj in enumerate(objects):  # nearest first; nearer objects hide farther ones
-            if not obj.start <= t < obj.end:
+            if not obj.start <= t < obj.end or t in away[k]:
                 continue
             cx, cy, r = paths[k][t]
             cx, cy = cx - shift[0], cy - shift[1]
@@ -300,7 +366,8 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
                                height: int = 128, width: int = 192, num_categories: int = 4,
                                max_objects: int = 3, seed: int = 0, split_name: str = "train",
                                jpeg_quality: int = 90, appearance: str = "varied",
-                               progress: bool = False) -> SyntheticPaths:
+                               progress: bool = False,
+                               occlusion: Optional[OcclusionSetting] = None) -> SyntheticPaths:
     """Write one synthetic YouTube-VIS-format split to ``out_dir``.
 
     Args:
@@ -316,6 +383,8 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
             that leave through the border, a panning camera and blur; ``"simple"``: the old look
             (grey gradient backgrounds, category colours, stripes, bouncing objects).
         progress: show a progress bar over the videos (tqdm).
+        occlusion: an :class:`OcclusionSetting` for occlusion-heavy videos (many objects, long
+            occlusions, objects that leave and return); None (default) leaves the videos unchanged.
 
     Returns:
         SyntheticPaths with the annotation file and the images root its ``file_names`` use.
@@ -337,7 +406,7 @@ def generate_synthetic_dataset(out_dir: str | Path, num_videos: int = 10, num_fr
                       dynamic_ncols=True):
         rng = np.random.default_rng([*_split_seed(seed, split_name), index])
         frames, masks, categories = _render_video(rng, num_frames, height, width, num_categories, max_objects,
-                                                  varied=appearance == "varied")
+                                                  varied=appearance == "varied", occlusion=occlusion)
         name = f"{split_name}_{index:04d}"
         (images / name).mkdir(parents=True, exist_ok=True)
         file_names = [f"{name}/{5 * t:05d}.jpg" for t in range(num_frames)]

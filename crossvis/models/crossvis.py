@@ -111,7 +111,14 @@ class CrossVIS(CondInst):
         num_pairs = len(anchors)
         images, targets = self.prepare_frames(anchors + references)
         ids = self._identity_ids(targets, anchors + references)
-        outputs = self.network(images)
+        set_pairs = getattr(self.network.neck, "set_frame_pairs", None)  # hook: temporal necks (crossvis.calibration)
+        if set_pairs is not None:
+            set_pairs(num_pairs)
+        try:
+            outputs = self.network(images)
+        finally:
+            if set_pairs is not None:
+                set_pairs(None)
         slots = []
         for sl in (slice(0, num_pairs), slice(num_pairs, 2 * num_pairs)):
             out = outputs.select(sl)
@@ -164,6 +171,11 @@ class CrossVIS(CondInst):
             dst_asg.locations[picked], dst_asg.levels[picked], dst.gt_masks[src_partner[keep]])
 
     def _embedding_loss(self, slots: list[FrameSlot]) -> Tensor:
+        if getattr(self.embedding_loss, "dense_inputs", False):  # hook: dense losses (crossvis.association)
+            dense = [(flatten_levels(s.outputs.embeddings),
+                      _location_identities(s.targets, s.assignment, s.outputs.embeddings[0].shape[0]))
+                     for s in slots]
+            return self.embedding_loss(*dense[0], *dense[1], proxies=self.proxies)
         per_slot = []
         for slot in slots:
             asg = slot.assignment
@@ -203,6 +215,14 @@ def _box_centre_embeddings(slot: FrameSlot) -> SlotEmbeddings:
         none = torch.zeros(0, dtype=torch.long, device=emb.device)
         return SlotEmbeddings(emb.new_zeros((0, emb.shape[-1])), none, none)
     return SlotEmbeddings(torch.cat(rows), torch.cat(ids), torch.cat(images))
+
+
+def _location_identities(targets: FrameTargets, assignment: Any, batch: int) -> Tensor:
+    """Identity of every location, int64 [B, L] (−1 background), for dense embedding losses."""
+    identities = torch.full_like(assignment.gt_inds, -1)
+    pos = assignment.positives
+    identities[pos] = torch.cat(targets.ids)[assignment.gt_inds[pos]]
+    return identities.reshape(batch, -1)
 
 
 def _shift(index: Tensor, offset: int) -> Tensor:
