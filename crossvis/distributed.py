@@ -26,28 +26,7 @@ from crossvis.errors import CrossVISError
 
 __all__ = ["init_distributed", "cleanup_distributed", "is_distributed", "get_rank", "get_world_size",
            "get_local_rank", "is_main_process", "barrier", "all_reduce_mean", "launched_by_torchrun",
-           "mean_over_processes", "available_cpu_cores"]
-
-
-def available_cpu_cores() -> int:
-    """Physical CPU cores this process may run on: the CPUs of its affinity mask (taskset, cgroup
-    cpusets, ``sched_setaffinity``), counting hyper-threads of one core once.
-
-    Reads ``/sys/devices/system/cpu/cpuN/topology/thread_siblings_list``; where that is missing
-    (not Linux, restricted /sys) every allowed logical CPU counts as a core. At least 1.
-    """
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-    cores = set()
-    for cpu in allowed:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
-                cores.add(f.read().strip())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores))
+           "mean_over_processes"]
 
 
 def launched_by_torchrun() -> bool:

@@ -15,7 +15,7 @@ from PIL import Image
 from crossvis import Predictor, load_recipe
 from crossvis.commands.quickstart import DATASET, pick_video_to_draw
 from crossvis.data import YTVISVideoDataset, generate_synthetic_splits
-from crossvis.distributed import available_cpu_cores
+from crossvis.threads import available_physical_cores
 from crossvis.training import Trainer
 from crossvis.inference.visualize import ContactSheet, draw_tracked_instances
 
@@ -37,7 +37,7 @@ def main() -> None:
                  "data.train.images": str(splits["train"].images),
                  "data.test.annotations": str(splits["test"].annotations),
                  "data.test.images": str(splits["test"].images),
-                 "runtime.num_threads": available_cpu_cores()}  # physical cores this process may use
+                 "runtime.num_threads": available_physical_cores()}  # physical cores this process may use
     if args.fast:
         overrides.update({"solver.max_iter": 20, "solver.steps": [15], "solver.warmup_iters": 5})
     recipe = load_recipe("crossvis:quickstart_synthetic", overrides)

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from crossvis import distributed
 from crossvis.commands.quickstart import pick_video_to_draw, prepare_data
 
 
@@ -41,23 +39,6 @@ def test_data_is_reused_when_the_settings_match(tmp_path, capsys):
     assert "reusing the data" in capsys.readouterr().out
     prepare_data(tmp_path, {**settings, "seed": 1})  # other settings: written anew
     assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 1
-
-
-def test_available_cores_follow_the_affinity_mask_and_count_siblings_once(monkeypatch):
-    assert 1 <= distributed.available_cpu_cores() <= len(os.sched_getaffinity(0))
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    siblings = {0: "0,2", 2: "0,2", 1: "1,3", 3: "1,3"}  # two cores with two hyper-threads each
-
-    def fake_open(path, *args, **kwargs):
-        import io
-
-        cpu = int(str(path).split("/cpu")[-1].split("/")[0])
-        return io.StringIO(siblings[cpu] + "\n")
-
-    monkeypatch.setattr(distributed, "open", fake_open, raising=False)
-    assert distributed.available_cpu_cores() == 2
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
-    assert distributed.available_cpu_cores() == 1
 
 
 TINY = ["runtime.num_threads=1", "solver.max_iter=4", "solver.steps=[3]", "solver.warmup_iters=1",

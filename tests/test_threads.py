@@ -57,3 +57,26 @@ def test_configure_threads_sets_torch(machine):
 
 def test_the_real_machine_reports_at_most_its_affinity():
     assert 1 <= threads.available_physical_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_predictor_and_eval_honour_the_thread_setting(tmp_path):
+    from pathlib import Path
+
+    from crossvis.commands.recipe import overrides_with_threads
+    from crossvis.inference import Predictor
+    from crossvis.recipes import load_recipe
+
+    recipe = Path(__file__).parent / "helpers" / "tiny_crossvis.yaml"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        predictor = Predictor(load_recipe(recipe, ["runtime.num_threads=1", "model.num_classes=3"]))
+        assert predictor.num_threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+    class Args:
+        overrides, threads = ["a=1"], 3
+    assert overrides_with_threads(Args()) == ["a=1", "runtime.num_threads=3"]
+    Args.threads = None
+    assert overrides_with_threads(Args()) == ["a=1"]

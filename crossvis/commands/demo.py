@@ -40,6 +40,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
                         help="override recipe keys, e.g. --set tracker.max_age=30")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: runtime.num_threads of the recipe; 0 = the physical cores "
+                             "available to this process)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--force", action="store_true",
                         help="replace frames/, masks/, overlay.mp4, results.json, video.json in OUT that an "
@@ -48,6 +51,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvis.commands.recipe import overrides_with_threads
+
     from tqdm import tqdm
 
     from crossvis.atomic import atomic_write_json
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             if Path(given).exists() and _within(Path(given), owned):
                 raise CrossVISError(f"{flag} {given} lies in {owned}, which demo writes; choose another --output")
     source = open_video_source(args.input)
-    predictor = Predictor(load_recipe(args.recipe, overrides=args.overrides), checkpoint=args.checkpoint,
+    predictor = Predictor(load_recipe(args.recipe, overrides=overrides_with_threads(args)), checkpoint=args.checkpoint,
                           device=args.device)
     OutputFolder(out, "demo", files=_OUTPUT_FILES, folders=_OUTPUT_FOLDERS, force=args.force).prepare()
     frames_dir, masks_dir = out / "frames", out / "masks"

@@ -18,6 +18,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
                         help="override recipe keys, e.g. --set data.test.annotations=valid.json tracker.max_age=30")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: runtime.num_threads of the recipe; 0 = the physical cores "
+                             "available to this process)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--force", action="store_true",
                         help="replace results.json / results.zip / metrics.json in DIR that an earlier "
@@ -27,6 +30,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvis.commands.recipe import overrides_with_threads
+
     from crossvis.commands.evaluate import format_table
     from crossvis.inference.outputs import check_not_a_file
     from crossvis.inference.runner import eval_output_folder, infer_and_evaluate, split_paths
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     check_not_a_file(args.output)
     if args.device is not None:
         check_device(args.device)
-    recipe = load_recipe(args.recipe, overrides=args.overrides)
+    recipe = load_recipe(args.recipe, overrides=overrides_with_threads(args))
     annotations, images = split_paths(recipe, "test")
     predictor = Predictor(recipe, checkpoint=args.checkpoint, device=args.device)
     eval_output_folder(args.output, force=args.force)  # before the (long) inference: refuse early

@@ -87,9 +87,9 @@ def run_quickstart(output: str | Path, fast: bool = False, overrides: Optional[l
         ``{"metrics", "run_dir", "overlays", "contact_sheet", "seconds", "test_videos", "reused"}``.
     """
     start = time.perf_counter()
-    from crossvis.distributed import available_cpu_cores
+    from crossvis.threads import available_physical_cores
 
-    cores = available_cpu_cores()
+    cores = available_physical_cores()
     _say(f"starting on {cores} CPU core{'s' if cores > 1 else ''} (torch threads); loading torch")
     import torch
 

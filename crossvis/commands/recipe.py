@@ -92,3 +92,14 @@ def run_check(args: argparse.Namespace) -> int:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"{args.recipe}: OK — {type(model).__name__} with {total:,} parameters ({trainable:,} trainable)")
     return 0
+
+
+def overrides_with_threads(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides plus ``runtime.num_threads`` from ``--threads``."""
+    from crossvis.errors import CrossVISError
+
+    if args.threads is None:
+        return list(args.overrides)
+    if args.threads < 0:
+        raise CrossVISError(f"--threads must be >= 0 (0: all physical cores), got {args.threads}")
+    return [*args.overrides, f"runtime.num_threads={args.threads}"]

@@ -138,7 +138,7 @@ class RuntimeConfig:
     (needs the ``tensorboard`` package). ``find_unused_parameters``: passed to DDP.
     ``aspect_ratio_grouping``: batch landscape and portrait pairs separately. ``eval_at_end``:
     evaluate on ``data.test`` after training when it is set. ``num_threads``: torch intra-op
-    threads on CPU (0 keeps torch's default).
+    threads on CPU (0: the physical cores in this process's affinity mask, see crossvis/threads.py).
     """
 
     device: str = "auto"

@@ -40,6 +40,7 @@ from crossvis.checkpoint import load_checkpoint, load_weights, unwrap_model
 from crossvis.conventions import (ALLOW_RANDOM_FROZEN_KEY, CONVENTIONS_KEY, check_frozen_initialisation,
                                   check_weight_conventions, model_conventions)
 from crossvis.data.categories import check_declared_categories, declared_categories
+from crossvis.threads import configure_threads
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
 from crossvis.training.metrics import MetricsLogger, plot_loss_curve
@@ -101,8 +102,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.solver: SolverConfig = section(recipe, "solver").scaled()
         self.runtime: RuntimeConfig = section(recipe, "runtime")
-        if self.runtime.num_threads > 0:
-            torch.set_num_threads(self.runtime.num_threads)
+        configure_threads(self.runtime.num_threads)  # 0: the physical cores this process may use
         self.device = dist_utils.init_distributed(self.runtime.resolved_device())
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
