@@ -133,3 +133,12 @@ def test_build_validates_and_injects(tmp_path):
         build("backbone", {"type": "tiny"}, registry=reg, where="model.backbone")
     # a recipe value wins over an injected one
     assert build("backbone", {"type": "tiny", "depth": 1, "width": 2}, registry=reg, width=9).width == 2
+
+
+def test_strings_that_our_loader_reads_as_floats_are_dumped_quoted(tmp_path):
+    from crossvis.recipes import dump_recipe, load_recipe
+
+    values = {"a": "0E0", "b": "1e-4", "c": 1e-4, "d": "5E+3", "e": "yes", "f": "plain"}
+    path = tmp_path / "r.yaml"
+    path.write_text(dump_recipe(values))
+    assert dict(load_recipe(path)) == values

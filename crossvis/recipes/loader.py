@@ -92,6 +92,14 @@ _StrictLoader.yaml_implicit_resolvers = {
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+class _StrictDumper(yaml.SafeDumper):
+    """SafeDumper that resolves scalars like :class:`_StrictLoader`, so a string such as ``'0E0'``
+    (a float to our loader, a string to PyYAML's) is written quoted and reads back as a string."""
+
+
+_StrictDumper.yaml_implicit_resolvers = _StrictLoader.yaml_implicit_resolvers
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> RecipeNode:
     loader.flatten_mapping(node)
     result = RecipeNode()
@@ -366,4 +374,5 @@ def to_plain(value: Any) -> Any:
 
 def dump_recipe(recipe: Mapping[str, Any]) -> str:
     """The recipe as YAML text that :func:`load_recipe` reads back to an equal mapping."""
-    return yaml.safe_dump(to_plain(recipe), sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(to_plain(recipe), Dumper=_StrictDumper, sort_keys=False, default_flow_style=None, width=100,
+                     allow_unicode=True)
