@@ -102,6 +102,8 @@ def test_cli_help_and_evaluator_do_not_load_torch():
     assert "torch" not in help_modules
     assert not any(m.startswith("crossvis.training") or m.startswith("crossvis.models") for m in help_modules)
     assert "torch" not in _loaded_after("import crossvis.eval")
+    assert "torch" not in _loaded_after("from crossvis.data import check_annotations, load_vis_annotations, "
+                                        "generate_synthetic_dataset")
 
 
 def test_inference_does_not_load_the_training_stack():

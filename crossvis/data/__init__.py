@@ -1,19 +1,34 @@
 """Data: YouTube-VIS / OVIS / CocoVID readers, frame and pair datasets, clip-consistent
-transforms, video and frame-folder input, and a synthetic VIS data generator."""
-from .annotations import (TrackRecord, VideoRecord, VISAnnotations, cocovid_to_tracks, decode_segmentation,
-                          load_vis_annotations)
-from .datasets import FrameStream, YTVISFrameDataset, YTVISPairDataset, YTVISVideoDataset, read_image
-from .synthetic import SHAPES, SyntheticPaths, generate_synthetic_dataset, generate_synthetic_splits
-from .check import CheckReport, Problem, check_annotations
-from .transforms import (ColorJitter, Compose, RandomCrop, RandomHorizontalFlip, ResizeShortestEdge,
-                         finalize_instances, mask_boxes)
-from .video import VideoSource, open_video_source, write_video
+transforms, video and frame-folder input, and a synthetic VIS data generator.
 
-__all__ = [
-    "VideoRecord", "TrackRecord", "VISAnnotations", "load_vis_annotations", "cocovid_to_tracks",
-    "decode_segmentation", "YTVISFrameDataset", "YTVISPairDataset", "YTVISVideoDataset", "FrameStream",
-    "read_image", "Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "RandomCrop", "ColorJitter", "mask_boxes",
-    "finalize_instances",
-    "SHAPES", "SyntheticPaths", "generate_synthetic_dataset", "generate_synthetic_splits",
-    "VideoSource", "open_video_source", "write_video", "check_annotations", "CheckReport", "Problem",
-]
+Names are imported on first use, so the torch-free parts (annotation reading, dataset checks,
+synthetic data) load without torch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    **dict.fromkeys(("VideoRecord", "TrackRecord", "VISAnnotations", "load_vis_annotations", "cocovid_to_tracks",
+                     "decode_segmentation"), "crossvis.data.annotations"),
+    **dict.fromkeys(("YTVISFrameDataset", "YTVISPairDataset", "YTVISVideoDataset", "FrameStream"),
+                    "crossvis.data.datasets"),
+    **dict.fromkeys(("SHAPES", "SyntheticPaths", "generate_synthetic_dataset", "generate_synthetic_splits",
+                     "OcclusionSetting"), "crossvis.data.synthetic"),
+    **dict.fromkeys(("CheckReport", "Problem", "check_annotations"), "crossvis.data.check"),
+    **dict.fromkeys(("ColorJitter", "Compose", "RandomCrop", "RandomHorizontalFlip", "ResizeShortestEdge",
+                     "finalize_instances", "mask_boxes"), "crossvis.data.transforms"),
+    **dict.fromkeys(("VideoSource", "open_video_source", "write_video", "read_image"), "crossvis.data.video"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'crossvis.data' has no attribute {name!r}")
