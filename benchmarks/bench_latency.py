@@ -72,6 +72,7 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of network,pipeline (CrossVIS)")
     p.add_argument("--no-fast", action="store_true", help="skip the fast path")
     p.add_argument("--no-baselines", action="store_true", help="skip the torchvision detectors")
+    p.add_argument("--baselines", default="fcos,maskrcnn", help="comma-separated torchvision detectors timed")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
 
 
@@ -102,7 +103,7 @@ def run_latency(args: argparse.Namespace) -> int:
     rows = []
     reference = None
     if not args.no_baselines:
-        for name in ("fcos", "maskrcnn"):
+        for name in [b.strip() for b in args.baselines.split(",") if b.strip()]:
             for fast in speeds:
                 rows.append(bench.bench_torchvision(name, timed, fast=fast, **kw))
                 print(bench.format_rows(rows[-1:]).splitlines()[1], flush=True)

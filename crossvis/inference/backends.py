@@ -33,6 +33,7 @@ import copy
 import logging
 import shutil
 import tempfile
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -271,7 +272,8 @@ def _exported(name: str, model: nn.Module, example: Tensor) -> NetworkBackend:
     path = folder / "network.onnx"
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about the shape checks, which hold for every size
             torch.onnx.export(flat, (example,), str(path), input_names=["images"], output_names=flat.names,
                               opset_version=17, dynamo=False, dynamic_axes=dynamic)
     except Exception:
