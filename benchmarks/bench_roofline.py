@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: the physical cores available")
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--backends", default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16")
+    parser.add_argument("--backends", default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16",
+                        help="backends timed for the fraction column ('': GFLOPs and peaks only)")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads if args.threads > 0 else None)
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {threads} threads")
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'arch':<7}{'GFLOPs':>8}{'backend':>15}{'ms':>9}{'GFLOP/s':>9}{'peak':>8}{'fraction':>10}")
     for arch in [a.strip() for a in args.arch.split(",") if a.strip()]:
         gflops = network_gflops(arch)
+        if not backends:  # --backends '': the work per frame only
+            print(f"{arch:<7}{gflops:>8.1f}")
+            continue
         for r, _iou, _build, why in bench.bench_backends(arch, frames, backends, warmup=args.warmup):
             name = r.mode.removeprefix("network-")
             peak = max(v for v in peaks[PRECISION[name]].values()) if why == "" else float("nan")
