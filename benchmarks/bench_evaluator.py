@@ -6,14 +6,25 @@ from a pool (encoding 720×1280 masks is slow); predictions follow a ground-trut
 per-frame jitter 40% of the time, otherwise a random object.
 
     python benchmarks/bench_evaluator.py [--videos 300] [--preds 100] [--frames 36] [--via-file]
+    python benchmarks/bench_evaluator.py --videos 10 --variants 12 --official
+
+``--official`` also runs the official mmdet 3.3.0 ``YTVISeval`` in-process on the same data (the
+wheel is fetched with pip into ``~/.cache/crossvis-tests/``, as the cross-check test does), checks
+that the 12 stats are identical and prints the time ratio. ``--variants`` sets how many shifted
+copies of each object the masks are drawn from (more variants: more distinct masks).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import io
 import json
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -41,9 +52,9 @@ def make_pool(rng: np.random.Generator, objects: int = 48, variants: int = 4) ->
 
 
 def make_data(videos: int, preds: int, frames: int, categories: int = 5, gts: int = 2,
-              seed: int = 0) -> tuple[dict, list[dict]]:
+              seed: int = 0, variants: int = 4) -> tuple[dict, list[dict]]:
     rng = np.random.default_rng(seed)
-    pool = make_pool(rng)
+    pool = make_pool(rng, variants=variants)
     gt = {"videos": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in range(1, categories + 1)]}
     results = []
     for v in range(1, videos + 1):
@@ -75,11 +86,14 @@ def main() -> None:
     parser.add_argument("--preds", type=int, default=100, help="predictions per video")
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", type=int, default=4, help="shifted copies per object in the mask pool")
     parser.add_argument("--via-file", action="store_true", help="also time evaluating from JSON files")
+    parser.add_argument("--official", action="store_true",
+                        help="also time the official mmdet 3.3.0 YTVISeval and print the ratio")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    gt, results = make_data(args.videos, args.preds, args.frames, seed=args.seed)
+    gt, results = make_data(args.videos, args.preds, args.frames, seed=args.seed, variants=args.variants)
     t1 = time.perf_counter()
     evaluator = YTVISEvaluator(gt)
     t2 = time.perf_counter()
@@ -100,6 +114,32 @@ def main() -> None:
             t4 = time.perf_counter()
             YTVISEvaluator(gt_path).evaluate(res_path)
             print(f"evaluate from files (JSON parsing included): {time.perf_counter() - t4:.2f} s")
+    if args.official:
+        ours = t3 - t1
+        stats, official = run_official(gt, results)
+        same = bool(np.array_equal(stats, evaluator.stats))
+        print(f"official YTVISeval (mmdet 3.3.0), in-process: {official:.2f} s; crossvis (GT preparation included) "
+              f"{ours:.2f} s: {official / ours:.2f}x faster; identical stats: {same}")
+
+
+def run_official(gt: dict, results: list[dict]) -> tuple[np.ndarray, float]:
+    """The official stats and seconds for load + loadRes + evaluate + accumulate + summarize."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "eval"))
+    from test_official_ytviseval import fetch_official_wheel, load_official  # the test's fetcher and loader
+
+    try:
+        YTVIS, YTVISeval = load_official(str(fetch_official_wheel()))
+    except BaseException as exc:  # noqa: BLE001 - pytest's skip/fail outcomes when the index is unreachable
+        raise SystemExit(f"cannot load the official evaluator: {exc}") from None
+    gt, results = copy.deepcopy(gt), copy.deepcopy(results)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt_api = YTVIS(gt)
+        ev = YTVISeval(gt_api, gt_api.loadRes(results), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats, dtype=np.float64), time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ sys.path.insert(0, sys.argv[6])
 import benchlib as bench
 from crossvis.deploy.convert import official_recipe
 from crossvis.inference.fast import FastInference
-from crossvis.inference.predictor import Predictor
+from crossvis.inference.predictor import OnlinePredictor, build_tracker
 name, fast, frames, threads, dets = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
 data = bench.synthetic_frames(frames)
@@ -35,9 +35,8 @@ if name.startswith("torchvision-"):
 else:
     arch = name.split("-", 1)[1]
     model = bench.crossvis_model(arch, dets)
-    predictor = Predictor.from_model(model, official_recipe(arch), device="cpu")
-    if fast:
-        predictor._forward = FastInference(model).predict
+    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu",
+                                runner=FastInference(model) if fast else None)
     after_build = bench.current_rss_mib()
     tracemalloc.start()
     for _ in predictor.track(data):

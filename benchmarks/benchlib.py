@@ -212,14 +212,13 @@ def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, 
     """
     from crossvis.deploy.convert import official_recipe
     from crossvis.inference.autotune import AutotuneSettings, TunedInference
-    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.predictor import OnlinePredictor, build_tracker
 
     model = crossvis_model(arch, num_detections)
-    predictor = Predictor.from_model(model, official_recipe(arch), device="cpu")
     tuned = None
     if fast or backend:
         tuned = TunedInference(model, AutotuneSettings(backend=backend or "auto", cache=False))
-        predictor._forward = tuned.predict
+    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu", runner=tuned)
     counts: list[int] = []
     stream = predictor.track(_repeat(frames, max(warmup, 1) if tuned else warmup))
     for _ in range(max(warmup, 1) if tuned else warmup):
@@ -347,7 +346,7 @@ def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str
     def run(backend: Optional[str]) -> tuple[list, list]:
         predictor = Predictor(recipe, checkpoint=checkpoint, device="cpu")
         if backend is not None:
-            predictor._forward = TunedInference(predictor.model, AutotuneSettings(backend=backend, cache=False)).predict
+            predictor.runner = TunedInference(predictor.model, AutotuneSettings(backend=backend, cache=False))
         tracked, results = [], []
         for video, frames in zip(videos, clips):
             tracked += list(predictor.track(frames))

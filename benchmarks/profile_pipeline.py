@@ -64,6 +64,7 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
 
             def candidates():
                 c = pp._candidates(out, 0)
+                c = c._asdict() if hasattr(c, "_asdict") else c  # a Candidates named tuple
                 keep = batched_nms(c["boxes"], c["scores"], c["labels"], pp.nms_threshold)[: pp.max_detections]
                 return {k: v[keep] for k, v in c.items()}
             c = timed("candidates+nms", candidates)
@@ -72,9 +73,9 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
             params, embeddings = gathered
             n = params.shape[0]
             zeros = torch.zeros(n, dtype=torch.int64)
-            logits = timed("mask head", lambda: pp.mask_head(out["mask_feats"], pp.mask_feat_stride, params,
+            logits = timed("mask head", lambda: pp.mask_head(_mask_feats(out), pp.mask_feat_stride, params,
                                                              c["locations"], c["levels"], zeros))
-            masks = timed("paste", lambda: pp._masks(out["mask_feats"], params, c["locations"], c["levels"],
+            masks = timed("paste", lambda: pp._masks(_mask_feats(out), params, c["locations"], c["levels"],
                                                      (h, w), (oh, ow)))
             samples["paste"][-1] -= samples["mask head"][-1]  # _masks runs the mask head again
             del logits
@@ -88,6 +89,10 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
         if index == 0:  # warm-up frame
             samples = {}
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _mask_feats(out) -> torch.Tensor:
+    return out["mask_feats"] if isinstance(out, dict) else out.mask_feats
 
 
 def _by_level(out: dict, key: str, c: dict, gather) -> torch.Tensor:

@@ -14,6 +14,7 @@ _LAZY = {
     "load_recipe": ("crossvis.recipes", "load_recipe"),
     "build_model": ("crossvis.models", "build_model"),
     "Predictor": ("crossvis.inference.predictor", "Predictor"),
+    "OnlinePredictor": ("crossvis.inference.predictor", "OnlinePredictor"),
     "get_registry": ("crossvis.plugins", "get_registry"),
     "CrossVISError": ("crossvis.errors", "CrossVISError"),
     "ShapeSpec": ("crossvis.structures", "ShapeSpec"),

@@ -32,6 +32,7 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a written file gets the usual mode
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
@@ -51,6 +52,12 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb")
         pass
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

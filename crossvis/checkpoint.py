@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch import nn
 from crossvis.atomic import atomic_write
 from crossvis.errors import CrossVISError
 
-__all__ = ["atomic_save", "load_checkpoint", "extract_state_dict", "load_weights", "LoadReport", "unwrap_model"]
+__all__ = ["atomic_save", "load_checkpoint", "describe_load_failure", "extract_state_dict", "load_weights", "LoadReport", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,33 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not path.is_file():
         raise CrossVISError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol warnings are not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we can read"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CrossVISError(f"{path} is not a PyTorch checkpoint that can be loaded safely "
-                            f"(torch.load weights_only=True failed: {first[:200]}); pass a .pth written by "
-                            f"crossvis or torch.save(state_dict)") from None
+        raise CrossVISError(f"{path} cannot be loaded as a checkpoint: {describe_load_failure(exc)}; pass a .pth "
+                            f"written by crossvis or torch.save(state_dict)") from None
     if not isinstance(obj, Mapping):
         raise CrossVISError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or a state_dict")
     return dict(obj)
+
+
+def describe_load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words (never torch's advice to
+    load it unsafely: crossvis does not unpickle code)."""
+    text = str(exc)
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"it pickles the Python object {unsafe.group(1)}, and crossvis loads only tensors and plain "
+                f"containers (a checkpoint never runs code)")
+    if "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error: \s*([^\n]+)", text)
+        return ("it is not a torch.save file of tensors and plain containers"
+                + (f" ({detail.group(1).strip()[:80]})" if detail else ""))
+    if isinstance(exc, (EOFError, OSError)) or "zip archive" in text or "central directory" in text:
+        return "the file is truncated or corrupted (not a complete torch.save archive)"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first[:160]}"
 
 
 def extract_state_dict(ckpt: Mapping[str, Any], source: str = "<state dict>") -> "OrderedDict[str, torch.Tensor]":
@@ -110,9 +129,10 @@ def load_weights(model: nn.Module, path_or_state: Union[str, Path, Mapping[str, 
                  report: bool = True) -> LoadReport:
     """Load every matching tensor of a checkpoint into ``model``; never fails on a mismatch.
 
-    Tensors whose shape differs from the model's (e.g. a classifier trained with another number of
-    classes) are skipped; keys the model lacks are reported as unexpected, model keys the file
-    lacks as missing (they keep their current values).
+    Weights whose recorded input conventions (:mod:`crossvis.conventions`) disagree with the
+    model's are refused (CrossVISError). Tensors whose shape differs from the model's (e.g. a
+    classifier trained with another number of classes) are skipped; keys the model lacks are
+    reported as unexpected, model keys the file lacks as missing (they keep their current values).
 
     Args:
         model: the target (a DDP wrapper is unwrapped).
@@ -128,6 +148,10 @@ def load_weights(model: nn.Module, path_or_state: Union[str, Path, Mapping[str, 
         source = "<state dict>"
         ckpt = dict(path_or_state)
     incoming = extract_state_dict(ckpt, source)
+    from crossvis.conventions import adapt_torchvision_resnet, check_weight_conventions
+
+    check_weight_conventions(model, ckpt, source, incoming)  # refuses weights of other input conventions
+    incoming = adapt_torchvision_resnet(model, incoming)
     own = model.state_dict()
     result = LoadReport(source=source)
     to_load = OrderedDict()

@@ -45,6 +45,13 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``crossvis: error:`` line (exit 2), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CrossVISError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def configure_logging(verbosity: int = 0) -> None:
     """Route the ``crossvis`` logger to the console: 0 = info, 1+ = debug, -1 = warnings only."""
     logger = logging.getLogger("crossvis")
@@ -62,13 +69,13 @@ def _command_modules() -> list[str]:
 
 def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
     """The argument parser: built-in verbs, plus the plugins' verbs when ``with_plugins``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crossvis", description="Fast online video instance segmentation (CrossVIS).",
         epilog="Installed plugins may add commands; `crossvis plugins` lists them.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _command_modules():
         importlib.import_module(f"crossvis.commands.{name}").add_parser(subparsers)
     if with_plugins:

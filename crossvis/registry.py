@@ -116,7 +116,7 @@ class Registry:
         loc = f" at {where}" if where else ""
         listing = ", ".join(available) if available else "none registered"
         raise UnknownComponentError(
-            f"unknown {kind} {name!r}{loc}{hint}; available {kind}s: {listing}")
+            f"unknown {kind} {name!r}{loc}{hint}; available {_plural(kind)}: {listing}")
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._entries.get(kind, {}))
@@ -143,3 +143,7 @@ class _ProviderScope:
 
     def __exit__(self, *exc: object) -> None:
         self.registry._current_provider = self.saved
+
+
+def _plural(kind: str) -> str:
+    return kind + ("es" if kind.endswith("s") else "s")

@@ -102,3 +102,10 @@ def test_cli_help_and_evaluator_do_not_load_torch():
     assert "torch" not in help_modules
     assert not any(m.startswith("crossvis.training") or m.startswith("crossvis.models") for m in help_modules)
     assert "torch" not in _loaded_after("import crossvis.eval")
+
+
+def test_inference_does_not_load_the_training_stack():
+    loaded = _loaded_after("import crossvis.inference.predictor, crossvis.inference.runner, crossvis.inference.fast\n"
+                           "from crossvis import Predictor")
+    assert "torch" in loaded  # the check is meaningful: inference did load its own stack
+    assert not [m for m in loaded if m.startswith("crossvis.training")]

@@ -1,4 +1,8 @@
-"""The command line: verbs exist, bad input gives one clear line and a non-zero exit."""
+"""The command line: verbs exist, bad input gives one clear line and a non-zero exit.
+
+Commands run in-process through ``crossvis.cli.main`` (captured with capsys); one test starts a
+real ``python -m crossvis --help`` to check that the entry point works and imports no torch.
+"""
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +15,29 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "examples" / "recipes" / "condinst_R50.yaml"
 
 
-def run(args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "crossvis", *args], capture_output=True, text=True,
-                          timeout=180, cwd=cwd)
-
-
-def one_line_error(res):
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr
+def one_line_error(capsys, args):
+    """Run ``crossvis ARGS`` in-process; assert exit 2 and one ``crossvis: error:`` line; return it."""
+    rc = main(args)
+    captured = capsys.readouterr()
+    assert rc == 2, (captured.out, captured.err)
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
     return lines[0]
+
+
+def test_help_runs_as_a_module_without_importing_torch():
+    snippet = ("import sys, runpy; sys.argv = ['crossvis', '--help']\n"
+               "try:\n    runpy.run_module('crossvis', run_name='__main__')\n"
+               "except SystemExit as exit:\n    code = exit.code\n"
+               "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
+    res = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "usage: crossvis" in res.stdout and "train" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == "NO-TORCH 0"
+    res = subprocess.run([sys.executable, "-m", "crossvis", "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert res.returncode == 0 and "usage: crossvis" in res.stdout, res.stderr
 
 
 def test_version_and_help(capsys):
@@ -46,10 +62,10 @@ def test_components_lists_builtins_with_provider(capsys):
     ("model:\n  neck: {type: fpn}\nmodel:\n  head: {}\n",
      ["duplicate key 'model'", "bad.yaml:4", "bad.yaml:2"]),
 ])
-def test_recipe_errors_are_one_line_with_location(tmp_path, body, expected):
+def test_recipe_errors_are_one_line_with_location(tmp_path, capsys, body, expected):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(f"_base_: {BASE}\n" + body)
-    line = one_line_error(run(["recipe", "check", str(recipe), "--num-classes", "40"]))
+    line = one_line_error(capsys, ["recipe", "check", str(recipe), "--num-classes", "40"])
     assert line.startswith("crossvis: error: ")
     for text in expected:
         assert text in line, line
@@ -64,11 +80,54 @@ def test_set_overrides_are_repeatable(tmp_path, capsys):
     assert "max_iter: 5" in out and "seed: 3" in out and "base_lr: 0.001" in out
 
 
-def test_missing_recipe_file_is_a_clear_error():
-    line = one_line_error(run(["recipe", "show", "does/not/exist.yaml"]))
+def test_missing_recipe_file_is_a_clear_error(capsys):
+    line = one_line_error(capsys, ["recipe", "show", "does/not/exist.yaml"])
     assert "recipe file not found" in line and "exist.yaml" in line
 
 
 def test_every_example_recipe_resolves():
     for path in sorted((REPO / "examples" / "recipes").glob("*.yaml")):
         assert main(["recipe", "show", str(path)]) == 0, path
+
+
+@pytest.mark.parametrize("action", ["show", "check"])
+@pytest.mark.parametrize("body, key, hint", [
+    ("solver:\n  max_itr: 5\n", "solver.max_itr", "did you mean solver.max_iter"),
+    ("runtime:\n  num_wrkers: 1\n", "runtime.num_wrkers", "did you mean runtime.num_workers"),
+])
+def test_recipe_show_and_check_reject_unknown_solver_and_runtime_keys_like_train(tmp_path, capsys, action, body,
+                                                                                  key, hint):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("_base_: crossvis:quickstart_synthetic\n" + body)
+    line = one_line_error(capsys, ["recipe", action, str(recipe), "--num-classes", "3", "--num-identities", "3"]
+                          if action == "check" else ["recipe", action, str(recipe)])
+    assert f"unknown recipe key {key} ({recipe}:3)" in line and hint in line
+    # the same text as training reports (one schema: crossvis/recipes/sections.py)
+    train = one_line_error(capsys, ["train", str(recipe), "--output", str(tmp_path / "run")])
+    assert line == train
+
+
+@pytest.mark.parametrize("argv", [["demo", "in.mp4", "--fps", "abc"], ["no-such-verb"], ["recipe"],
+                                  ["evaluate", "--annotations"]])
+def test_argument_errors_are_one_line(argv, capsys):
+    from crossvis.cli import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crossvis: error: ") and "--help" in lines[0], err
+    assert "usage:" not in err and "Traceback" not in err
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from crossvis.atomic import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644

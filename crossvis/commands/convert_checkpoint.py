@@ -19,12 +19,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="identity proxies (default: the checkpoint's, else 3774)")
     p.add_argument("--arch", choices=("r50", "r101", "dla34"), default=None,
                    help="backbone (default: detected from the checkpoint keys)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing DST and DST's .yaml (DST = SRC is always refused)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from crossvis.errors import CrossVISError
+    from crossvis.inference.outputs import check_output_file
+
+    for flag in ("num_classes", "num_identities"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CrossVISError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if not Path(args.src).is_file():
+        state = "is not a file" if Path(args.src).exists() else "does not exist"
+        raise CrossVISError(f"SRC {args.src} {state}; pass an official CrossVIS/CondInst .pth or .pkl")
+    dst = Path(args.dst)
+    if dst.suffix == ".yaml":
+        raise CrossVISError(f"DST {dst}: the converted checkpoint needs a .pth name (its recipe is written "
+                            f"beside it as .yaml)")
+    for target in (dst, dst.with_suffix(".yaml")):
+        check_output_file(target, inputs=[args.src], force=args.force)
     from crossvis.deploy.convert import convert_checkpoint
 
     convert_checkpoint(args.src, args.dst, num_classes=args.num_classes, num_identities=args.num_identities,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
+import math
 import time
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +17,9 @@ def add_parser(subparsers) -> None:
         description="Run a model online on INPUT (a video file or a folder of frames, any size) and write "
                     "OUT/frames/000000.jpg ... (overlays: mask, box, 'category #track score', one colour per "
                     "track), OUT/overlay.mp4, optionally OUT/masks/<track>/<frame>.png, and the clip's "
-                    "YouTube-VIS results OUT/results.json (video_id 1) with OUT/video.json (frame size, length).")
+                    "YouTube-VIS results OUT/results.json (video_id 1) with OUT/video.json (frame size, length). "
+                    "OUT/.crossvis-outputs.json lists what demo writes: a later demo into OUT first deletes "
+                    "exactly those outputs, so no stale frame stays; other files are never touched.")
     parser.add_argument("input", metavar="INPUT", help="video file (mp4, avi, ...) or folder of jpg/png frames")
     parser.add_argument("--recipe", required=True, metavar="RECIPE", help="recipe YAML of the model")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="model weights (.pth)")
@@ -29,26 +31,34 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-video", action="store_true", help="do not write OUT/overlay.mp4")
     parser.add_argument("--save-masks", action="store_true", help="write OUT/masks/<track>/<frame>.png")
     parser.add_argument("--fps", type=float, default=None,
-                        help="frame rate of the overlay video (default: the input's, 10 for a frame folder)")
+                        help="frame rate of the overlay video, 0 < FPS <= 1000 (default: the input's, 10 for "
+                             "a frame folder)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
                         help="override recipe keys, e.g. --set tracker.max_age=30")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="replace frames/, masks/, overlay.mp4, results.json, video.json in OUT that an "
+                             "earlier `crossvis demo` did not write")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from crossvis.atomic import atomic_write_json
     from crossvis.data.video import open_video_source, write_video
+    from crossvis.inference.outputs import OutputFolder, check_not_a_file
     from crossvis.inference.predictor import Predictor
     from crossvis.inference.visualize import draw_tracked_instances, save_instance_masks
     from crossvis.eval import write_results
     from crossvis.recipes import load_recipe
+    from crossvis.recipes.sections import check_device
     from crossvis.errors import CrossVISError
 
-    if args.max_frames is not None and args.max_frames < 1:
-        raise CrossVISError(f"--max-frames must be >= 1, got {args.max_frames}")
+    _check_numbers(args)
+    if args.device is not None:
+        check_device(args.device)
     if not Path(args.input).exists():
         raise CrossVISError(f"demo input {args.input} does not exist; give a video file or a folder of frames")
     if not Path(args.recipe).is_file() and not str(args.recipe).startswith("crossvis:"):
@@ -56,10 +66,16 @@ def run(args: argparse.Namespace) -> int:
                             "pass the recipe YAML the checkpoint was trained with")
     if not Path(args.checkpoint).is_file():
         raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass a .pth written by crossvis train")
+    out = Path(args.output)
+    check_not_a_file(out)
+    for owned in [out / name for name in _OUTPUT_FILES + _OUTPUT_FOLDERS]:
+        for given, flag in ((args.input, "INPUT"), (args.recipe, "--recipe"), (args.checkpoint, "--checkpoint")):
+            if Path(given).exists() and _within(Path(given), owned):
+                raise CrossVISError(f"{flag} {given} lies in {owned}, which demo writes; choose another --output")
     source = open_video_source(args.input)
     predictor = Predictor(load_recipe(args.recipe, overrides=args.overrides), checkpoint=args.checkpoint,
                           device=args.device)
-    out = Path(args.output)
+    OutputFolder(out, "demo", files=_OUTPUT_FILES, folders=_OUTPUT_FOLDERS, force=args.force).prepare()
     frames_dir, masks_dir = out / "frames", out / "masks"
     frames_dir.mkdir(parents=True, exist_ok=True)
 
@@ -86,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             for _ in bar:
                 pass
         else:
-            write_video(bar, out / "overlay.mp4", fps=args.fps or source.fps or 10.0)
+            _write_overlay_video(bar, out / "overlay.mp4", args.fps or source.fps or 10.0, write_video)
     elapsed = time.perf_counter() - start
     if stats["frames"] == 0:
         raise CrossVISError(f"no frames could be read from {args.input}")
@@ -96,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     h, w = frames.size
     video = {"id": 1, "height": h, "width": w, "length": stats["frames"],
              "file_names": [f"frames/{i:06d}.jpg" for i in range(stats["frames"])]}
-    (out / "video.json").write_text(json.dumps({"videos": [video]}) + "\n")
+    atomic_write_json(out / "video.json", {"videos": [video]})
     shown = sum(1 for r in results if r["score"] >= args.score_threshold)
     print(f"{stats['frames']} frames ({w}x{h}), {len(results)} tracks ({shown} scoring >= {args.score_threshold}), "
           f"{stats['instances']} instances; {elapsed:.1f} s, {stats['frames'] / max(elapsed, 1e-9):.1f} frames/s "
@@ -104,6 +120,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"overlays: {frames_dir}/" + ("" if args.no_video else f", video: {out / 'overlay.mp4'}")
           + (f", masks: {masks_dir}/" if args.save_masks else "") + f", results: {out / 'results.json'}")
     return 0
+
+
+_OUTPUT_FILES = ["overlay.mp4", "results.json", "video.json"]
+_OUTPUT_FOLDERS = ["frames", "masks"]
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """One clear message for a numeric flag out of range (NaN and infinities included)."""
+    from crossvis.errors import CrossVISError
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CrossVISError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 1000):
+        raise CrossVISError(f"--fps must be a frame rate in (0, 1000], got {args.fps:g}")
+    if not (math.isfinite(args.score_threshold) and 0.0 <= args.score_threshold <= 1.0):
+        raise CrossVISError(f"--score-threshold must be in [0, 1], got {args.score_threshold:g}")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _write_overlay_video(frames: Iterator[np.ndarray], path: Path, fps: float, write_video) -> None:
+    """``write_video`` with an encoder failure as one clear message."""
+    import av
+
+    from crossvis.errors import CrossVISError
+
+    try:
+        write_video(frames, path, fps=fps)
+    except av.error.FFmpegError as exc:
+        raise CrossVISError(f"could not encode {path} at {fps:g} frames/s ({exc}); pass another --fps or "
+                            f"--no-video") from None
 
 
 class _SizeCheckedFrames:

@@ -19,23 +19,34 @@ def add_parser(subparsers) -> None:
                         help="override recipe keys, e.g. --set data.test.annotations=valid.json tracker.max_age=30")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="replace results.json / results.zip / metrics.json in DIR that an earlier "
+                             "`crossvis eval` did not write (the files of an earlier eval there are always "
+                             "replaced; other files are never touched)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from crossvis.commands.evaluate import format_table
-    from crossvis.inference.runner import infer_and_evaluate, split_paths
+    from crossvis.inference.outputs import check_not_a_file
+    from crossvis.inference.runner import eval_output_folder, infer_and_evaluate, split_paths
     from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe
+    from crossvis.recipes.sections import check_device
     from crossvis.errors import CrossVISError
 
     if not Path(args.checkpoint).is_file():
         raise CrossVISError(f"checkpoint {args.checkpoint} does not exist; pass the .pth written by crossvis train")
+    check_not_a_file(args.output)
+    if args.device is not None:
+        check_device(args.device)
     recipe = load_recipe(args.recipe, overrides=args.overrides)
     annotations, images = split_paths(recipe, "test")
     predictor = Predictor(recipe, checkpoint=args.checkpoint, device=args.device)
+    eval_output_folder(args.output, force=args.force)  # before the (long) inference: refuse early
     start = time.perf_counter()
-    metrics = infer_and_evaluate(predictor, annotations, images, args.output, progress=not args.no_progress)
+    metrics = infer_and_evaluate(predictor, annotations, images, args.output, progress=not args.no_progress,
+                                 force=args.force)
     elapsed = time.perf_counter() - start
     output = Path(args.output)
     print(f"results: {output / 'results.json'} and {output / 'results.zip'} ({elapsed:.1f} s)")

@@ -21,10 +21,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=384, help="padded input height, a multiple of 32 (default 384)")
     p.add_argument("--width", type=int, default=640, help="padded input width, a multiple of 32 (default 640)")
     add_set_argument(p)
+    p.add_argument("--force", action="store_true", help="replace an existing output FILE")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvis.inference.outputs import check_output_file
+
+    check_output_file(args.output, inputs=[args.recipe, args.checkpoint], force=args.force)
     from crossvis.deploy.export import export_network, output_names
     from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe

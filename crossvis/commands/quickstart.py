@@ -85,11 +85,12 @@ def draw_overlays(trainer: Any, annotations: Path, images: Path, out_dir: Path, 
 
     from crossvis.data import YTVISVideoDataset
     from crossvis.checkpoint import unwrap_model
-    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.predictor import OnlinePredictor, build_tracker, recipe_categories
     from crossvis.inference.visualize import draw_tracked_instances
 
     videos = YTVISVideoDataset(str(annotations), str(images))
-    predictor = Predictor.from_model(unwrap_model(trainer.model), trainer.resolved_recipe, device=trainer.device)
+    predictor = OnlinePredictor(unwrap_model(trainer.model), build_tracker(trainer.resolved_recipe),
+                                recipe_categories(trainer.resolved_recipe), device=trainer.device)
     item = videos[video_index]
     frames = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) if hasattr(f, "permute") else f
               for f in item["frames"]]

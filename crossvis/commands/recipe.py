@@ -26,10 +26,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=run_check)
 
 
+def validate_sections(recipe) -> None:
+    """Check ``solver:`` and ``runtime:`` exactly as ``crossvis train`` does (one schema)."""
+    from crossvis.recipes.sections import section
+
+    for name in ("solver", "runtime"):
+        section(recipe, name)
+
+
 def run_show(args: argparse.Namespace) -> int:
     from crossvis.recipes import RecipeNode, dump_recipe, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    validate_sections(recipe)
     if not args.provenance:
         print(dump_recipe(recipe), end="")
         return 0
@@ -49,18 +58,34 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from crossvis.models import build_model
     from crossvis.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    validate_sections(recipe)
+    for flag in ("num_classes", "num_identities"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            from crossvis.errors import CrossVISError
+
+            raise CrossVISError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     num_classes, num_identities = args.num_classes, args.num_identities
     train = (recipe.get("data") or {}).get("train") or {}
     model_node = recipe.get("model") or {}
-    if (num_classes is None and "num_classes" not in model_node and train.get("annotations")):
+    from crossvis.data.categories import check_declared_categories, declared_categories
+
+    declared = declared_categories(recipe)
+    annotations = train.get("annotations")
+    needed = num_classes is None and "num_classes" not in model_node and declared is None
+    if annotations and (needed or Path(annotations).is_file()):
+        # the declared categories make the file optional; when it is there, it must agree with them
         from crossvis.data import load_vis_annotations
 
-        ann = load_vis_annotations(train["annotations"])
-        num_classes = ann.num_classes
+        ann = load_vis_annotations(annotations)
+        check_declared_categories(declared, ann.categories, str(annotations))
+        num_classes = num_classes if num_classes is not None or "num_classes" in model_node else ann.num_classes
         num_identities = num_identities if num_identities is not None else ann.num_identities
     model = build_model(recipe, num_classes=num_classes, num_identities=num_identities)
     total = sum(p.numel() for p in model.parameters())

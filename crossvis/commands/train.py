@@ -16,7 +16,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, metavar="DIR", help="run folder")
     add_set_argument(p)
     p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in DIR/checkpoints")
+                   help="continue from the newest checkpoint in DIR/checkpoints that loads (an unreadable one "
+                        "is renamed NAME.broken and the previous one used)")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in a DIR that holds an earlier run's recipe.yaml, metrics.jsonl, "
+                        "checkpoints/, ... (they are deleted); without it or --resume such a DIR is refused")
     p.set_defaults(func=run)
 
 
@@ -28,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     ok = False
     try:
-        result = Trainer(recipe, args.output, resume=args.resume).train()
+        result = Trainer(recipe, args.output, resume=args.resume, force=args.force).train()
         ok = True
     finally:
         cleanup_distributed(wait=ok)

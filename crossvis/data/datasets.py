@@ -16,7 +16,6 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -24,20 +23,9 @@ from crossvis.errors import CrossVISError
 
 from .annotations import VideoRecord, VISAnnotations, decode_frame_masks, load_vis_annotations
 from .transforms import ClipTransform, Compose, finalize_instances
+from .video import read_image
 
 __all__ = ["YTVISFrameDataset", "YTVISPairDataset", "YTVISVideoDataset", "FrameStream", "read_image"]
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an H×W×3 uint8 RGB array; a missing/unreadable file raises CrossVISError."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise CrossVISError(f"frame file not found: {path}; check the images folder and the JSON "
-                            f"file_names") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise CrossVISError(f"cannot read frame {path}: {exc}; the file is corrupt or not an image") from None
 
 
 def _build_transform(transforms: Any) -> Optional[ClipTransform]:
@@ -130,10 +118,8 @@ class _VISBase(_AnnotatedDataset):
                                 f"{self.annotations_path} says {video.width}x{video.height}")
         tracks = [t for t in self.data.tracks[video_id]
                   if not t.iscrowd and t.segmentations[frame_index] is not None]
-        try:
-            masks = decode_frame_masks([t.segmentations[frame_index] for t in tracks], video.height, video.width)
-        except CrossVISError as exc:
-            raise CrossVISError(f"{self.annotations_path}: video {video_id} frame {frame_index}: {exc}") from None
+        # masks were validated once when the file was loaded (crossvis.formats.load_annotations)
+        masks = decode_frame_masks([t.segmentations[frame_index] for t in tracks], video.height, video.width)
         instances = {
             "boxes": torch.zeros((len(tracks), 4), dtype=torch.float32),
             "labels": torch.tensor([self.data.label_of_category[t.category_id] for t in tracks], dtype=torch.int64),

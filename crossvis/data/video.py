@@ -1,8 +1,9 @@
-"""Video input and output: stream frames from a video file or a folder of frames; write an mp4.
+"""Video input and output: read one frame file, stream frames from a video file or a folder of frames; write an mp4.
 
 Frames are H×W×3 uint8 RGB numpy arrays, read one at a time, so a long video never sits in memory.
 Video files are decoded with PyAV, falling back to OpenCV when PyAV is missing or cannot open the
-file; frame folders are read with Pillow in natural name order (``2.jpg`` before ``10.jpg``).
+file; frame folders are read in natural name order (``2.jpg`` before ``10.jpg``) by
+:func:`read_image`, the one frame-file reader (the datasets use it too).
 """
 from __future__ import annotations
 
@@ -16,9 +17,61 @@ import numpy as np
 from crossvis.errors import CrossVISError
 
 __all__ = ["IMAGE_EXTENSIONS", "VideoSource", "FrameFolderSource", "VideoFileSource", "open_video_source",
-           "write_video", "natural_key"]
+           "write_video", "natural_key", "read_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Pillow modes whose channels are read as they are (8 bits per channel or fewer), converted to RGB
+_EIGHT_BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+# Pillow modes that hold 16-bit samples in an integer image
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an H×W×3 uint8 RGB array, as it is meant to be displayed.
+
+    * EXIF orientation is applied (a phone's rotated JPEG comes out upright; H×W are the displayed sizes);
+    * grayscale, 1-bit, palette, CMYK and YCbCr images are converted to RGB; an alpha channel is dropped;
+    * 16-bit images (grayscale PNG/TIFF) are scaled to 8 bits (``round(v / 257)``), not clipped;
+      16-bit RGB(A) PNGs are read at their 8 most significant bits by Pillow;
+    * anything else (floating-point or 32-bit samples, other colour spaces) is refused;
+    * animated files give their first frame.
+
+    Raises:
+        CrossVISError: the file is missing, unreadable, truncated, too large, or of an unsupported
+            mode, naming the file and what to do.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 - a malformed EXIF block: read the pixels as stored
+                pass
+            mode = im.mode
+            if mode in _SIXTEEN_BIT_MODES:
+                samples = np.asarray(im, dtype=np.int64)
+                if samples.size and (samples.min() < 0 or samples.max() > 65535):
+                    raise CrossVISError(f"cannot read frame {path}: 32-bit integer samples (mode {mode}); "
+                                        "save the frames as 8-bit RGB")
+                gray = ((samples + 128) // 257).astype(np.uint8)
+                return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+            if mode not in _EIGHT_BIT_MODES:
+                raise CrossVISError(f"cannot read frame {path}: unsupported image mode {mode}; save the frames as "
+                                    "8-bit RGB (or grayscale) JPEG/PNG")
+            rgb = np.array(im.convert("RGB"), dtype=np.uint8)
+    except CrossVISError:
+        raise
+    except FileNotFoundError:
+        raise CrossVISError(f"frame file not found: {path}; check the images folder and the JSON "
+                            f"file_names") from None
+    except Image.DecompressionBombError as exc:
+        raise CrossVISError(f"cannot read frame {path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CrossVISError(f"cannot read frame {path}: {exc}; the file is corrupt or not an image") from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise CrossVISError(f"cannot read frame {path}: decoded to shape {rgb.shape}, not H×W×3")
+    return np.ascontiguousarray(rgb)
 
 
 def natural_key(name: str) -> list[object]:
@@ -61,8 +114,6 @@ class FrameFolderSource(VideoSource):
         self.num_frames = len(self.files)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        from .datasets import read_image
-
         for f in self.files:
             yield read_image(f)
 

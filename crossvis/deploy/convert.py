@@ -3,11 +3,13 @@
 An official checkpoint is a ``.pth`` (``torch.save`` of ``{"model": state_dict, ...}`` or of a bare
 state dict) or a detectron2 ``.pkl`` (pickled dict of numpy arrays). :func:`convert_checkpoint`
 reads it safely, renames every tensor to the crossvis layout (the official ``state_dict()`` names, see docs/deploy.md), builds the
-crossvis model of the matching architecture from :func:`official_recipe` and loads the renamed
+crossvis model of the matching architecture from :func:`official_recipe` (the packaged
+``crossvis/recipes/builtin/official_crossvis_*.yaml``) and loads the renamed
 tensors into it, then writes
 
-* ``DST`` — a crossvis checkpoint ``{"model": state_dict, "recipe": dict, "converted_from": str}``
-  that loads strictly into ``build_model(recipe)``;
+* ``DST`` — a crossvis checkpoint ``{"model": state_dict, "recipe": dict, "converted_from": str,
+  "conventions": dict}`` that loads strictly into ``build_model(recipe)`` (``conventions``: the
+  input conventions the weights need, see :mod:`crossvis.conventions`);
 * ``DST`` with suffix ``.yaml`` — that recipe: the official inference settings (BGR input, caffe
   mean/std, FrozenBN ResNet with the stride in the 1×1 conv, 169-parameter dynamic mask head,
   thresholds, the official tracker), so ``crossvis eval`` / ``crossvis demo`` reproduce the
@@ -42,10 +44,10 @@ from torch import Tensor, nn
 
 from crossvis.deploy.official_keys import map_official_backbone_key
 from crossvis.atomic import atomic_write_text
-from crossvis.checkpoint import LoadReport, atomic_save, load_weights
+from crossvis.checkpoint import LoadReport, atomic_save, describe_load_failure, load_weights
 from crossvis.errors import CrossVISError
 
-__all__ = ["OFFICIAL_ARCHS", "ConversionReport", "read_official_checkpoint", "detect_arch", "official_recipe",
+__all__ = ["OFFICIAL_ARCHS", "OFFICIAL_RECIPES", "ConversionReport", "read_official_checkpoint", "detect_arch", "official_recipe",
            "map_official_key", "convert_state_dict", "convert_checkpoint"]
 
 logger = logging.getLogger(__name__)
@@ -131,8 +133,7 @@ def read_official_checkpoint(path: Union[str, Path]) -> "OrderedDict[str, Tensor
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unpickling failure means "not a checkpoint we can read"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CrossVISError(f"{path} cannot be read as a checkpoint ({first[:200]}); pass an official CrossVIS/"
+        raise CrossVISError(f"{path} cannot be read as a checkpoint ({describe_load_failure(exc)}); pass an official CrossVIS/"
                             f"CondInst .pth or detectron2 .pkl") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
@@ -169,50 +170,30 @@ def detect_arch(state: Mapping[str, Tensor], source: str = "<state dict>") -> st
                         f"official CrossVIS or CondInst checkpoint. Pass --arch only for those")
 
 
+#: The packaged recipe (``crossvis:NAME``) of each official architecture.
+OFFICIAL_RECIPES = {"r50": "crossvis:official_crossvis_R50.yaml", "r101": "crossvis:official_crossvis_R101.yaml",
+                    "dla34": "crossvis:official_crossvis_DLA34.yaml"}
+
+
 def official_recipe(arch: str, num_classes: int = YTVIS19_NUM_CLASSES,
                     num_identities: int = YTVIS19_NUM_IDENTITIES) -> dict[str, Any]:
-    """A plain recipe for the official CrossVIS model and its inference (configs/CrossVIS/Base-CrossVIS.yaml and tools/test_vis.py of the official code).
+    """The plain recipe of the official CrossVIS model and its inference, from the packaged
+    ``crossvis/recipes/builtin/official_crossvis_<ARCH>.yaml`` (see :data:`OFFICIAL_RECIPES`; the
+    values are those of configs/CrossVIS/Base-CrossVIS.yaml and tools/test_vis.py of the official code).
 
     Args:
         arch: one of :data:`OFFICIAL_ARCHS`.
         num_classes: categories C of the classifier (40 for YouTube-VIS 2019).
         num_identities: rows M of the identity proxies (3774 for YouTube-VIS 2019).
     """
+    from crossvis.recipes import load_recipe, to_plain
+
     if arch not in OFFICIAL_ARCHS:
         raise CrossVISError(f"unknown architecture {arch!r}; use one of {', '.join(OFFICIAL_ARCHS)}")
-    if arch == "dla34":
-        # AdelaiDet DLA-34 FPN on level3-5 (P3-P5); the DLA keeps its BatchNorms (the official layout
-        # stores running statistics and num_batches_tracked, as AdelaiDet's DLA backbone does).
-        backbone: dict[str, Any] = {"type": "dla34", "norm": "BN", "out_features": ["level3", "level4", "level5"]}
-        neck_in, top_levels, soi = ["level3", "level4", "level5"], 0, [64, 128]
-    else:
-        backbone = {"type": "resnet", "depth": 50 if arch == "r50" else 101, "norm": "FrozenBN", "freeze_at": 2,
-                    "stride_in_1x1": True, "out_features": ["res3", "res4", "res5"]}
-        neck_in, top_levels, soi = ["res3", "res4", "res5"], 2, [64, 128, 256, 512]
-    model = {
-        "type": "crossvis", "num_classes": int(num_classes), "num_identities": int(num_identities),
-        "backbone": backbone,
-        "neck": {"type": "fpn", "in_features": neck_in, "out_channels": 256, "top_levels": top_levels,
-                 "top_block_input": "p5"},
-        "head": {"type": "fcos", "num_convs": 4, "norm": "GN", "prior_prob": 0.01, "embed_dim": 256},
-        "mask_branch": {"type": "condinst_mask_branch", "in_features": ["p3", "p4", "p5"], "channels": 128,
-                        "out_channels": 8, "num_convs": 4},
-        "embedding_loss": {"type": "global_focal_embedding", "alpha": 0.25, "gamma": 2.0},
-        "crossover": True, "backbone_grad_scale": 0.1,
-        "sizes_of_interest": soi, "center_sampling_radius": 1.5, "max_proposals": 500,
-        "mask_head_channels": 8, "mask_head_layers": 3, "rel_coords": True,
-        "input_format": "BGR", "pixel_mean": [103.530, 116.280, 123.675], "pixel_std": [1.0, 1.0, 1.0],
-        "size_divisibility": 32, "min_size_test": 360, "max_size_test": 640,
-        "score_threshold": 0.05, "pre_nms_topk": 1000, "nms_threshold": 0.6, "max_detections": 100,
-        "mask_threshold": 0.5,
-    }
-    return {
-        "model": model,
-        "tracker": {"type": "crossvis", "new_track_threshold": 0.4},
-        "data": {"test": {"annotations": "datasets/youtubevis/annotations/valid.json",
-                          "images": "datasets/youtubevis/valid"}},
-        "runtime": {"device": "auto", "seed": 42},
-    }
+    recipe = to_plain(load_recipe(OFFICIAL_RECIPES[arch]))
+    recipe["model"]["num_classes"] = int(num_classes)
+    recipe["model"]["num_identities"] = int(num_identities)
+    return recipe
 
 
 def map_official_key(key: str) -> Optional[str]:
@@ -266,7 +247,10 @@ def convert_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: st
     if not converted:
         raise CrossVISError(f"{source}: none of its {len(state)} keys is an official CrossVIS/CondInst weight "
                             f"(e.g. {next(iter(state), '?')!r}); it is not an official checkpoint")
-    load = load_weights(model, {"model": converted}, report=False)
+    from crossvis.conventions import CONVENTIONS_KEY, model_conventions
+
+    # the model is built from official_recipe, whose conventions are the official weights'
+    load = load_weights(model, {"model": converted, CONVENTIONS_KEY: model_conventions(model)}, report=False)
     load.source = source
     load.unexpected += unknown
     return ConversionReport(load=load, arch=arch, dropped=dropped, renamed=renamed)
@@ -306,7 +290,10 @@ def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], num_classes
     report = convert_state_dict(state, model, str(src), detected)
     if verbose:
         logger.info(report.table(), extra={"plain": True})
-    atomic_save({"model": model.state_dict(), "recipe": recipe, "converted_from": str(src)}, dst)
+    from crossvis.conventions import CONVENTIONS_KEY, model_conventions
+
+    atomic_save({"model": model.state_dict(), "recipe": recipe, "converted_from": str(src),
+                 CONVENTIONS_KEY: model_conventions(model)}, dst)
     header = (f"# crossvis recipe for {dst.name}, converted from {src.name} (official CrossVIS {detected}).\n"
               f"# Official inference: BGR caffe input, 360x640 test size, thresholds and tracker of test_vis.py.\n")
     atomic_write_text(dst.with_suffix(".yaml"), header + dump_recipe(recipe))

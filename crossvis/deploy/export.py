@@ -7,21 +7,24 @@ export): :func:`predict_from_outputs` runs them on the exported graph's outputs.
 
 The exported graph returns a flat tuple of tensors; :func:`output_names` gives their names
 (``cls_logits.0`` … ``mask_feats``) and :func:`unflatten_outputs` turns the tuple back into the
-``forward_network`` dictionary.
+:class:`~crossvis.models.outputs.NetworkOutputs` that ``forward_network`` returns.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import CrossVISError, FrameDetections
 
 __all__ = ["FlatNetwork", "output_names", "unflatten_outputs", "export_network", "load_exported",
            "predict_from_outputs", "onnx_available"]
 
+#: The dense per-level fields of NetworkOutputs that are exported, in this order (then ``mask_feats``).
 _PER_LEVEL = ("cls_logits", "bbox_reg", "ctrness", "controller", "embeddings")
 
 
@@ -32,16 +35,36 @@ def output_names(model: nn.Module) -> list[str]:
     return [f"{k}.{level}" for k in kinds for level in range(levels)] + ["mask_feats"]
 
 
-def unflatten_outputs(names: Sequence[str], tensors: Sequence[Tensor]) -> dict[str, Any]:
-    """The ``forward_network`` dictionary from the exported graph's flat outputs."""
-    out: dict[str, Any] = {}
+def unflatten_outputs(names: Sequence[str], tensors: Sequence[Tensor]) -> NetworkOutputs:
+    """The :class:`~crossvis.models.outputs.NetworkOutputs` from a graph's flat outputs.
+
+    Args:
+        names: ``<field>.<level>`` for per-level fields and ``<field>`` for ``mask_feats``, e.g.
+            :func:`output_names` of the exported model (dense fields; sparse ones work the same).
+        tensors: the graph's outputs, in that order.
+
+    Raises:
+        CrossVISError: when the counts differ, a name is not a network output or a required one
+            (``cls_logits``, ``bbox_reg``, ``ctrness``, ``mask_feats``) is missing.
+    """
+    if len(names) != len(tensors):
+        raise CrossVISError(f"the exported graph gave {len(tensors)} outputs for {len(names)} names; "
+                            f"use output_names() of the model it was exported from")
+    known = [f.name for f in fields(NetworkOutputs)]
+    values: dict[str, Union[Tensor, list[Tensor]]] = {}
     for name, tensor in zip(names, tensors):
         kind, _, level = name.partition(".")
+        if kind not in known:
+            raise CrossVISError(f"exported output {name!r} is not a network output (known: {', '.join(known)})")
         if level:
-            out.setdefault(kind, []).append(tensor)
+            values.setdefault(kind, []).append(tensor)
         else:
-            out[kind] = tensor
-    return out
+            values[kind] = tensor
+    missing = [k for k in ("cls_logits", "bbox_reg", "ctrness", "mask_feats") if k not in values]
+    if missing:
+        raise CrossVISError(f"the exported outputs lack {', '.join(missing)}; use output_names() of the model "
+                            f"they were exported from")
+    return NetworkOutputs(**values)
 
 
 class FlatNetwork(nn.Module):
@@ -55,7 +78,7 @@ class FlatNetwork(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """images: float32 [B, 3, H, W] normalised, H and W multiples of 32 → tensors in :func:`output_names` order."""
         out = self.network(images)
-        return tuple(out[kind][int(level)] if level else out[kind]
+        return tuple(getattr(out, kind)[int(level)] if level else getattr(out, kind)
                      for kind, _, level in (n.partition(".") for n in self.names))
 
 

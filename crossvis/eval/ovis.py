@@ -14,17 +14,16 @@ A track is then in an occlusion range when its score lies within the inclusive b
 :data:`OCCLUSION_RANGES`. The official code divides by zero when every label is ``null`` and
 raises KeyError without ``occlusion``; both are :class:`CrossVISError` here. It also asserts that a
 prediction lists as many frames as the ground truth (YouTube-VIS truncates to the shorter list):
-:func:`check_frame_counts`.
+:func:`crossvis.formats.validate_results` with ``exact_length``.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from crossvis.eval.tracks import Track
 from crossvis.errors import CrossVISError
 
-__all__ = ["OCCLUSION_SCORES", "OCCLUSION_RANGES", "occlusion_score", "check_frame_counts"]
+__all__ = ["OCCLUSION_SCORES", "OCCLUSION_RANGES", "occlusion_score"]
 
 #: Per-frame occlusion label -> score.
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
@@ -61,23 +60,3 @@ def occlusion_score(labels: Any, what: str) -> float:
                             "(the official OVIS evaluation divides by zero); label at least one frame")
     top = sorted(scores)[len(scores) - math.ceil(len(scores) / 2):]
     return sum(top) / len(top)
-
-
-def check_frame_counts(predictions: dict[tuple, list[Track]], expected: dict[Any, int], source: str) -> None:
-    """Require every prediction to list exactly the frames of its video (the official OVIS assert).
-
-    Args:
-        predictions: (video_id, category_id) -> predicted tracks.
-        expected: video_id -> number of frames; videos absent here are not checked.
-        source: names the results in errors.
-
-    Raises:
-        CrossVISError: naming the first prediction (results position) whose length differs.
-    """
-    wrong = [t for tracks in predictions.values() for t in tracks
-             if t.video_id in expected and len(t) != expected[t.video_id]]
-    if wrong:
-        t = min(wrong, key=lambda track: track.index)
-        raise CrossVISError(f"{source}: prediction #{t.index} (video_id {t.video_id!r}) has {len(t)} "
-                            f"'segmentations' entries but the video has {expected[t.video_id]} frames; the OVIS "
-                            "evaluation needs one entry per frame (null where absent)")

@@ -19,10 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["Track", "rle_areas", "track_iou_matrix"]
-
-# pycocotools 2.0.11 on numpy 2 fails on lists of 256 or more RLEs in ``area`` (uint8 overflow).
-_AREA_CHUNK = 255
+__all__ = ["Track", "track_iou_matrix"]
 
 
 @dataclass(eq=False)
@@ -60,15 +57,6 @@ class Track:
     def mask_sizes(self) -> set[tuple[int, int]]:
         """The distinct (h, w) of the present frame masks."""
         return {(s["size"][0], s["size"][1]) for s in self.segs if s is not None}
-
-
-def rle_areas(rles: Sequence[dict]) -> np.ndarray:
-    """Pixel counts of compressed RLEs, int64 [len(rles)] (pycocotools ``area`` in safe chunks)."""
-    out = np.zeros(len(rles), dtype=np.int64)
-    for start in range(0, len(rles), _AREA_CHUNK):
-        chunk = list(rles[start:start + _AREA_CHUNK])
-        out[start:start + len(chunk)] = mask_utils.area(chunk)
-    return out
 
 
 def _cumulative(areas: Sequence[np.ndarray], width: int) -> np.ndarray:

@@ -27,10 +27,10 @@ import numpy as np
 
 from crossvis.errors import CrossVISError
 from crossvis.eval.annotations import GroundTruth, load_ground_truth
-from crossvis.eval.jsonio import read_json
-from crossvis.eval.ovis import OCCLUSION_RANGES, check_frame_counts
+from crossvis.eval.ovis import OCCLUSION_RANGES
 from crossvis.eval.predictions import prepare_predictions
 from crossvis.eval.tracks import Track, track_iou_matrix
+from crossvis.formats import read_json
 
 __all__ = ["YTVISEvaluator", "OVISEvaluator", "evaluate_ytvis", "evaluate_ovis", "IOU_THRESHOLDS",
            "RECALL_THRESHOLDS", "MAX_DETS", "AREA_RANGES", "METRIC_KEYS", "OVIS_METRIC_KEYS", "PROTOCOLS"]
@@ -110,9 +110,8 @@ class YTVISEvaluator:
         if isinstance(results, (str, os.PathLike)):
             source = f"results file {os.fspath(results)}"
             results = read_json(results, "results file")
-        predictions = prepare_predictions(results, self.gt, source, allow_empty)
-        if self.protocol == "ovis":
-            check_frame_counts(predictions, self.gt.frame_counts, source)
+        predictions = prepare_predictions(results, self.gt, source, allow_empty,
+                                          exact_length=self.protocol == "ovis")
         precision, recall = _accumulate(self._match_all(predictions), len(self.gt.category_ids))
         self.stats = _summarize(precision, recall, self._occlusion_ranges(), self.metric_keys)
         per_category = self._per_category_ap(precision)

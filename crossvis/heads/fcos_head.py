@@ -8,6 +8,7 @@ Module names follow the official AdelaiDet layout so checkpoints map one-to-one:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -16,7 +17,31 @@ from torch import Tensor, nn
 from crossvis.heads.sampled import conv2d_at_locations
 from crossvis.structures import CrossVISError, ShapeSpec
 
-__all__ = ["Scale", "FCOSHead", "conv_tower"]
+__all__ = ["Scale", "FCOSHead", "FCOSHeadOutputs", "conv_tower"]
+
+
+@dataclass
+class FCOSHeadOutputs:
+    """What :meth:`FCOSHead.forward` returns: one entry per input level, fine → coarse.
+
+    For a level of size [B, 256, h, w] (256 = the neck's channels; float32, or the autocast dtype):
+
+    Attributes:
+        cls_logits: float [B, C, h, w] classification logits.
+        bbox_reg: float [B, 4, h, w] (l, t, r, b) distances in units of the level stride, ≥ 0.
+        ctrness: float [B, 1, h, w] centerness logits.
+        bbox_features: float [B, 256, h, w] box-tower output (the CondInst controller's input).
+        embeddings: float [B, D, h, w] identity embeddings (embedding tower, dense mode), else None.
+        embed_features: float [B, 256, h, w] embedding-tower output before the projection
+            (embedding tower, ``dense_embeddings=False``), else None.
+    """
+
+    cls_logits: list[Tensor]
+    bbox_reg: list[Tensor]
+    ctrness: list[Tensor]
+    bbox_features: list[Tensor]
+    embeddings: Optional[list[Tensor]] = None
+    embed_features: Optional[list[Tensor]] = None
 
 
 class Scale(nn.Module):
@@ -109,7 +134,7 @@ class FCOSHead(nn.Module):
                 nn.init.constant_(module.bias, 0.0)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, features: Sequence[Tensor], dense_embeddings: bool = True) -> dict[str, list[Tensor]]:
+    def forward(self, features: Sequence[Tensor], dense_embeddings: bool = True) -> FCOSHeadOutputs:
         """Run the head on each level.
 
         Args:
@@ -119,28 +144,28 @@ class FCOSHead(nn.Module):
                 [B, 256, h, w] instead, for :meth:`embeddings_at` on chosen locations (inference).
 
         Returns:
-            dict of per-level lists: ``cls_logits``, ``bbox_reg``, ``ctrness``, ``bbox_features``
-            and, with an embedding tower, ``embeddings`` or ``embed_features`` (shapes in the class
-            docstring).
+            the per-level maps, see :class:`FCOSHeadOutputs`.
         """
         if len(features) != len(self.scales):
             raise ValueError(f"FCOSHead built for {len(self.scales)} levels got {len(features)}")
-        out: dict[str, list[Tensor]] = {"cls_logits": [], "bbox_reg": [], "ctrness": [], "bbox_features": []}
-        embed_key = "embeddings" if dense_embeddings else "embed_features"
-        if self.embed_dim is not None:
-            out[embed_key] = []
+        out = FCOSHeadOutputs(cls_logits=[], bbox_reg=[], ctrness=[], bbox_features=[])
+        embedded: Optional[list[Tensor]] = [] if self.embed_dim is not None else None
         for level, feature in enumerate(features):
             cls_feat = self.cls_tower(feature)
             bbox_feat = self.bbox_tower(feature)
-            out["cls_logits"].append(self.cls_logits(cls_feat))
-            out["bbox_reg"].append(torch.relu(self.scales[level](self.bbox_pred(bbox_feat))))
-            out["ctrness"].append(self.ctrness(bbox_feat))
-            out["bbox_features"].append(bbox_feat)
-            if self.embed_dim is not None:
+            out.cls_logits.append(self.cls_logits(cls_feat))
+            out.bbox_reg.append(torch.relu(self.scales[level](self.bbox_pred(bbox_feat))))
+            out.ctrness.append(self.ctrness(bbox_feat))
+            out.bbox_features.append(bbox_feat)
+            if embedded is not None:
                 embed_feat = self.embed_tower(feature)
                 if dense_embeddings:
                     embed_feat = self.embed_norm(self.embed_pred(embed_feat))
-                out[embed_key].append(embed_feat)
+                embedded.append(embed_feat)
+        if dense_embeddings:
+            out.embeddings = embedded
+        else:
+            out.embed_features = embedded
         return out
 
     def embeddings_at(self, embed_features: Tensor, index: Tensor) -> Tensor:
@@ -148,7 +173,7 @@ class FCOSHead(nn.Module):
 
         Args:
             embed_features: [256, h, w] the embedding tower output (``forward(...,
-                dense_embeddings=False)["embed_features"][level][image]``).
+                dense_embeddings=False).embed_features[level][image]``).
             index: int64 [K] row-major locations.
 
         Returns:

@@ -14,6 +14,7 @@ from typing import Any
 
 _LAZY = {
     "Predictor": "crossvis.inference.predictor",
+    "OnlinePredictor": "crossvis.inference.predictor",
     "FastInference": "crossvis.inference.fast",
     "FastSettings": "crossvis.inference.fast",
     "run_inference": "crossvis.inference.runner",

@@ -72,8 +72,21 @@ class TowerFlatNetwork(FlatNetwork):
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """images: float32 [B, 3, H, W] normalised → tensors in ``names`` order."""
         out = self.network(images, dense=False)
-        return tuple(out[kind][int(level)] if level else out[kind]
+        return tuple(_field(out, kind)[int(level)] if level else _field(out, kind)
                      for kind, _, level in (n.partition(".") for n in self.names))
+
+
+def _field(outputs: Any, name: str) -> Any:
+    """A field of the network outputs (a NetworkOutputs, or a dict in older code)."""
+    return outputs[name] if isinstance(outputs, dict) else getattr(outputs, name)
+
+
+def _as_float(outputs: Any) -> Any:
+    def cast(t: Tensor) -> Tensor:
+        return t.float().contiguous()
+    if hasattr(outputs, "map"):
+        return outputs.map(cast)
+    return {k: [cast(t) for t in v] if isinstance(v, list) else cast(v) for k, v in outputs.items()}
 
 
 class NetworkBackend:
@@ -93,15 +106,14 @@ class NetworkBackend:
         self.name, self._run, self.names = name, run, list(names) if names is not None else None
         self.channels_last, self._cleanup = channels_last, cleanup
 
-    def __call__(self, batch: Tensor) -> dict[str, Any]:
+    def __call__(self, batch: Tensor) -> Any:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self._run(batch)
             if self.names is not None:
                 out = unflatten_outputs(self.names, [torch.as_tensor(t) for t in out])
-            return {k: [t.float().contiguous() for t in v] if isinstance(v, list) else v.float().contiguous()
-                    for k, v in out.items()}
+            return _as_float(out)
 
     def close(self) -> None:
         """Release what the backend holds outside Python objects (temporary files)."""

@@ -24,7 +24,9 @@ at the P3 size of a 360×640 frame (48×80, 256 channels, 1 thread):
   oneDNN, so the per-tower convolutions are kept.
 
 Recipe switch: ``inference: {fast: true, dtype: auto|bf16|fp16|fp32, channels_last: true,
-compile: false}``; ``Predictor(..., fast=True)`` uses the same path.
+compile: false}``; ``Predictor(..., fast=True)`` uses the same path: the predictor holds a
+:class:`FastInference` as its ``runner`` (any callable ``list[uint8 [3, H, W]] ->
+list[FrameDetections]``; the default runner is ``model.predict``).
 """
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import CrossVISError, FrameDetections
 
-__all__ = ["FastSettings", "FastInference", "fast_settings", "resolve_autocast_dtype", "cpu_supports_bf16",
-           "use_fast_inference"]
+__all__ = ["FastSettings", "FastInference", "fast_settings", "resolve_autocast_dtype", "cpu_supports_bf16"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -109,19 +111,22 @@ class FastInference:
     """Runs a CondInst/CrossVIS model's ``predict`` with a faster network pass.
 
     Args:
-        model: a built model with ``preprocessor``, ``network`` and ``postprocessor`` (CondInst,
-            CrossVIS). It is switched to eval mode; with ``channels_last`` its network weights are
-            converted in place (``model.predict`` keeps working; only float rounding changes).
+        model: a built model with a ``network`` and ``predict_with`` (CondInst, CrossVIS). It is
+            switched to eval mode; with ``channels_last`` its network weights are converted in
+            place (``model.predict`` keeps working; only float rounding changes).
         settings: see :class:`FastSettings`.
 
     Example::
 
         fast = FastInference(model)
         detections = fast.predict([frame])      # uint8 [3, H, W] RGB, like model.predict
+        predictor = OnlinePredictor(model, runner=fast)   # track videos with it
+
+    Calling the object is :meth:`predict`, so it is a predictor ``runner``.
     """
 
     def __init__(self, model: nn.Module, settings: FastSettings = FastSettings()) -> None:
-        for part in ("preprocessor", "network", "postprocessor"):
+        for part in ("network", "predict_with"):
             if not hasattr(model, part):
                 raise CrossVISError(f"the fast inference path needs a CondInst-style model with a {part}; "
                                     f"{type(model).__name__} has none (set inference.fast: false)")
@@ -133,12 +138,12 @@ class FastInference:
             model.network.to(memory_format=torch.channels_last)
         self._network = torch.compile(model.network, dynamic=True) if settings.compile else model.network
 
-    def network_outputs(self, batch: Tensor, dense: bool = True) -> dict[str, Any]:
+    def network_outputs(self, batch: Tensor, dense: bool = True) -> NetworkOutputs:
         """The network's outputs for a normalised padded float32 batch [B, 3, H, W], as float32.
 
-        Same structure as ``model.forward_network`` (per-level lists and ``mask_feats``); with
-        ``dense=False`` the controller and embedding maps are replaced by the tower features
-        they are computed from (see ``CondInstNetwork.forward``).
+        The same :class:`~crossvis.models.outputs.NetworkOutputs` as ``model.forward_network``;
+        with ``dense=False`` the controller and embedding maps are replaced by the tower features
+        they are computed from (see ``CondInstNetwork.forward``). Every tensor is contiguous.
         """
         if self.settings.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -148,32 +153,16 @@ class FastInference:
             else:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                     outputs = self._network(batch, dense=dense)
-        return {k: [t.float().contiguous() for t in v] if isinstance(v, list) else v.float().contiguous()
-                for k, v in outputs.items()}
+        return outputs.map(lambda t: t.float().contiguous())
 
     def predict(self, images: Sequence[Tensor]) -> list[FrameDetections]:
-        """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``)."""
-        if not images:
-            return []
-        model = self.model
+        """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``).
+
+        The model's own steps (``model.predict_with``) with this object's network pass; the
+        dynamic filters and embeddings are computed at the kept detections only, in float32.
+        """
         with torch.inference_mode():
-            resized = [model.preprocessor.resize_for_test(im.to(self.device)) for im in images]
-            batch, sizes = model.preprocessor.batch(resized)
-            outputs = self.network_outputs(batch, dense=False)
-            orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            # dynamic filters and embeddings only at the kept detections, in float32
-            return model.postprocessor(outputs, sizes, orig, gather=model.network.at_locations)
+            return self.model.predict_with(images, lambda batch: self.network_outputs(batch, dense=False))
 
     __call__ = predict
 
-
-def use_fast_inference(predictor: Any, settings: Optional[FastSettings] = None) -> FastInference:
-    """Route a :class:`~crossvis.inference.predictor.Predictor`'s forward passes through the fast path.
-
-    ``settings`` default to the predictor recipe's ``inference:`` section.
-    """
-    if settings is None:
-        settings = fast_settings(predictor.recipe)[1]
-    fast = FastInference(predictor.model, settings)
-    predictor._forward = fast.predict
-    return fast

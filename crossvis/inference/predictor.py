@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -12,88 +12,60 @@ from torch import Tensor, nn
 from crossvis.structures import CrossVISError, FrameDetections, TrackedInstances
 from crossvis.trackers import CrossVISTracker, VideoAccumulator
 
-__all__ = ["Predictor", "load_model_weights", "recipe_categories"]
+__all__ = ["OnlinePredictor", "Predictor", "FrameRunner", "build_tracker", "load_model_weights",
+           "recipe_categories"]
 
 RecipeLike = Union[str, os.PathLike, Mapping[str, Any]]
+FrameRunner = Callable[[list[Tensor]], list[FrameDetections]]
+"""``runner(images) -> detections``: uint8 RGB [3, H, W] frames on the predictor's device → one
+:class:`~crossvis.structures.FrameDetections` per frame at its own size (``model.predict``, or a
+:class:`~crossvis.inference.fast.FastInference`)."""
 
 
-class Predictor:
-    """Runs a VIS model online over the frames of a video and tracks its detections.
+class OnlinePredictor:
+    """Runs a VIS model online over the frames of a video and tracks its detections, from parts.
 
     Example::
 
-        predictor = Predictor("examples/recipes/crossvis_R50_1x.yaml", checkpoint="model_final.pth")
+        predictor = OnlinePredictor(model, tracker=CrossVISTracker(), categories=categories)
         for instances in predictor.track(frames):        # H×W×3 uint8 RGB numpy arrays
             instances.track_ids, instances.masks          # int64 [N], bool [N, H, W]
         entries = predictor.video_results(video_id=1)      # YouTube-VIS result entries
 
     Args:
-        recipe: a recipe path or a loaded recipe. ``recipe["model"]`` builds the model;
-            ``recipe["tracker"]`` (optional, ``{type: crossvis | masktrack, ...}``) the tracker,
-            default the official CrossVIS rule.
-        checkpoint: a ``.pth`` whose model weights (``ckpt["model"]`` or a bare state dict) must
-            match the model exactly; ``None`` keeps the random initialisation.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:K"``; default ``recipe.runtime.device`` (``auto``:
-            CUDA when available).
-        fast: use :class:`crossvis.inference.fast.FastInference` (channels-last, bf16/fp16 autocast for
-            the network, fp32 post-processing) for every forward pass; also switched on by the
-            recipe's ``inference: {fast: true}`` (options from that section).
-
-    ``num_classes`` / ``num_identities`` come from ``recipe.model``, else the checkpoint's embedded
-    recipe, else the recipe's annotation files (``data.train``, then ``data.test``).
+        model: a model with ``predict(list[uint8 [3, H, W]]) -> list[FrameDetections]`` (and
+            ``num_classes``); switched to eval mode and moved to ``device``.
+        tracker: an object with ``reset()`` and ``update(FrameDetections) -> int64 [N]`` ids
+            (−1 = dropped); default the official CrossVIS rule (:class:`~crossvis.trackers.CrossVISTracker`).
+        categories: the model's categories (``{"id", "name"}`` dicts sorted by id; label ``i`` is
+            ``categories[i]``), or None for category ids ``label + 1``; annotation categories
+            given later to :meth:`set_categories` must be the same ones.
+        device: where the model runs; default the device of its first parameter (CPU without any).
+        runner: the per-frame detector, see :data:`FrameRunner`; default ``model.predict``.
+            :class:`~crossvis.inference.fast.FastInference` is the fast one.
 
     Attributes:
-        model: the network (eval mode, on ``device``).
-        tracker: an object with ``reset()`` and ``update(FrameDetections) -> int64 [N]`` ids.
+        model, tracker, runner, device: as given (resolved).
         accumulator: the :class:`~crossvis.trackers.VideoAccumulator` of the current video.
-        class_names: category names by 0-based label (from the annotations), or None.
+        class_names: category names by 0-based label (from ``categories``), or None.
     """
 
-    def __init__(self, recipe: RecipeLike, checkpoint: Optional[Union[str, os.PathLike]] = None,
-                 device: Optional[Union[str, torch.device]] = None, fast: bool = False) -> None:
-        from crossvis.models import build_model
-        from crossvis.recipes import load_recipe
-
-        if not isinstance(recipe, (str, os.PathLike, Mapping)):
-            raise CrossVISError(f"Predictor: recipe must be a path or a mapping, got {type(recipe).__name__}")
-        self.recipe = load_recipe(recipe)
-        self.fast = bool(fast)
-        self.device = torch.device(device if device is not None else _recipe_device(self.recipe))
-        ckpt = _read_checkpoint(checkpoint) if checkpoint is not None else None
-        self._categories = recipe_categories(self.recipe)
-        wiring = _wiring(self.recipe, ckpt, self._categories)
-        self.model: nn.Module = build_model(self.recipe, **wiring)
-        if ckpt is not None:
-            load_model_weights(self.model, ckpt, str(checkpoint))
-        self.model.eval().to(self.device)
-        from crossvis.inference.fast import fast_settings, use_fast_inference
-
-        enabled, settings = fast_settings(self.recipe)
-        self.fast = self.fast or enabled
-        if self.fast:
-            use_fast_inference(self, settings)
-        self._set_up_tracking()
-
-    @classmethod
-    def from_model(cls, model: nn.Module, recipe: Mapping[str, Any],
-                   device: Optional[Union[str, torch.device]] = None) -> "Predictor":
-        """A predictor around an already built (e.g. just trained) model; the tracker comes from
-        ``recipe["tracker"]`` and the category map from the recipe's annotations."""
-        self = cls.__new__(cls)
-        self.recipe, self.fast = recipe, False
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+    def __init__(self, model: nn.Module, tracker: Optional[Any] = None, categories: Optional[list[dict]] = None,
+                 device: Optional[Union[str, torch.device]] = None, runner: Optional[FrameRunner] = None) -> None:
+        self.device = torch.device(device) if device is not None else _parameter_device(model)
         self.model = model.eval().to(self.device)
-        self._categories = recipe_categories(recipe)
-        self._set_up_tracking()
-        return self
-
-    def _set_up_tracking(self) -> None:
-        self.tracker = _build_tracker(self.recipe)
-        self.set_categories(self._categories)
+        self.runner: FrameRunner = runner if runner is not None else self.model.predict
+        self.tracker = tracker if tracker is not None else CrossVISTracker()
+        self._categories = categories  # the model's own; later annotation categories must match them
+        self.set_categories(categories)
 
     def set_categories(self, categories: Optional[list[dict]]) -> None:
         """Use annotation ``categories`` (``{"id", "name"}`` dicts sorted by id; label ``i`` is
         ``categories[i]``) for category ids and names; ``None`` means ids ``label + 1``."""
+        from crossvis.data.categories import check_declared_categories
+
+        if categories is not self._categories:   # annotation categories must be the recipe's declared ones
+            check_declared_categories(self._categories, categories, "the annotations")
         if categories is not None and len(categories) != getattr(self.model, "num_classes", len(categories)):
             raise CrossVISError(f"the annotations have {len(categories)} categories but the model predicts "
                                 f"{self.model.num_classes} classes; set model.num_classes to match the data")
@@ -124,7 +96,7 @@ class Predictor:
         for index, frame in enumerate(frames):
             image = _to_chw_tensor(frame, index)
             with torch.inference_mode():
-                det = self._forward([image.to(self.device)])[0].to("cpu")
+                det = self.runner([image.to(self.device)])[0].to("cpu")
                 ids = self.tracker.update(det).to("cpu")
                 self.accumulator.add(det, ids)
                 keep = (ids >= 0).nonzero().flatten()
@@ -141,9 +113,59 @@ class Predictor:
             return self.class_names[label]
         return f"class {label}"
 
-    def _forward(self, images: list[Tensor]) -> list[FrameDetections]:
-        """Detections of a batch of uint8 [3, H, W] RGB frames (on ``device``) at their own size."""
-        return self.model.predict(images)
+
+class Predictor(OnlinePredictor):
+    """An :class:`OnlinePredictor` built from a recipe (and a checkpoint).
+
+    Example::
+
+        predictor = Predictor("examples/recipes/crossvis_R50_1x.yaml", checkpoint="model_final.pth")
+        for instances in predictor.track(frames):        # H×W×3 uint8 RGB numpy arrays
+            instances.track_ids, instances.masks          # int64 [N], bool [N, H, W]
+        entries = predictor.video_results(video_id=1)      # YouTube-VIS result entries
+
+    Args:
+        recipe: a recipe path or a loaded recipe. ``recipe["model"]`` builds the model;
+            ``recipe["tracker"]`` (optional, ``{type: crossvis | masktrack, ...}``) the tracker,
+            default the official CrossVIS rule.
+        checkpoint: a ``.pth`` whose model weights (``ckpt["model"]`` or a bare state dict) must
+            match the model exactly; ``None`` keeps the random initialisation.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:K"``; default ``recipe.runtime.device`` (``auto``:
+            CUDA when available).
+        fast: run frames through :class:`crossvis.inference.fast.FastInference` (channels-last,
+            bf16/fp16 autocast for the network, fp32 post-processing) — the predictor's
+            ``runner``; also switched on by the recipe's ``inference: {fast: true}`` (options
+            from that section).
+
+    ``num_classes`` / ``num_identities`` come from ``recipe.model``, else the checkpoint's embedded
+    recipe, else the recipe's annotation files (``data.train``, then ``data.test``).
+
+    Attributes:
+        recipe: the loaded recipe; fast: whether the fast runner is used; the others as
+        :class:`OnlinePredictor` (``class_names`` from the recipe's annotations).
+    """
+
+    def __init__(self, recipe: RecipeLike, checkpoint: Optional[Union[str, os.PathLike]] = None,
+                 device: Optional[Union[str, torch.device]] = None, fast: bool = False) -> None:
+        from crossvis.inference.fast import FastInference, fast_settings
+        from crossvis.models import build_model
+        from crossvis.recipes import load_recipe
+
+        if not isinstance(recipe, (str, os.PathLike, Mapping)):
+            raise CrossVISError(f"Predictor: recipe must be a path or a mapping, got {type(recipe).__name__}")
+        self.recipe = load_recipe(recipe)
+        device = torch.device(device if device is not None else _recipe_device(self.recipe))
+        ckpt = _read_checkpoint(checkpoint) if checkpoint is not None else None
+        categories = recipe_categories(self.recipe)
+        model: nn.Module = build_model(self.recipe, **_wiring(self.recipe, ckpt, categories))
+        if ckpt is not None:
+            load_model_weights(model, ckpt, str(checkpoint))
+        model.eval().to(device)
+        enabled, settings = fast_settings(self.recipe)
+        self.fast = bool(fast) or enabled
+        runner = FastInference(model, settings) if self.fast else None
+        super().__init__(model, tracker=build_tracker(self.recipe), categories=categories, device=device,
+                         runner=runner)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -164,7 +186,18 @@ def _recipe_device(recipe: Mapping[str, Any]) -> str:
     return section(recipe, "runtime").resolved_device()
 
 
-def _build_tracker(recipe: Mapping[str, Any]) -> Any:
+def _parameter_device(model: nn.Module) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def build_tracker(recipe: Mapping[str, Any]) -> Any:
+    """The tracker of ``recipe["tracker"]`` (``{type: crossvis | masktrack, ...}``, registry kind
+    ``tracker``); without that key the official CrossVIS rule.
+
+    Raises:
+        CrossVISError: for a node that is not a mapping with a ``type``, or an unknown tracker.
+    """
     node = recipe.get("tracker")
     if node is None:
         return CrossVISTracker()
@@ -219,8 +252,10 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str) -
         CrossVISError: naming ``source`` and the first mismatching keys.
     """
     from crossvis.checkpoint import extract_state_dict
+    from crossvis.conventions import check_weight_conventions
 
     incoming = extract_state_dict(ckpt, source)
+    check_weight_conventions(model, ckpt, source, incoming)
     own = model.state_dict()
     missing = [k for k in own if k not in incoming]
     unexpected = [k for k in incoming if k not in own]

@@ -11,11 +11,23 @@ from tqdm import tqdm
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["run_inference", "infer_and_evaluate", "split_paths", "evaluate_on_test", "METRIC_LINE_KEYS"]
+__all__ = ["run_inference", "infer_and_evaluate", "split_paths", "evaluate_on_test", "METRIC_LINE_KEYS",
+           "EVAL_OUTPUTS", "eval_output_folder"]
 
 logger = logging.getLogger(__name__)
 
 METRIC_LINE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10")
+#: The files :func:`infer_and_evaluate` writes into its output folder.
+EVAL_OUTPUTS = ("results.json", "results.zip", "metrics.json")
+
+
+def eval_output_folder(output_dir: Union[str, os.PathLike], force: bool = False) -> Path:
+    """Claim ``output_dir`` for the evaluation files (see :class:`crossvis.inference.outputs.OutputFolder`):
+    the files of an earlier evaluation there are deleted; other files of those names are refused
+    unless ``force``."""
+    from crossvis.inference.outputs import OutputFolder
+
+    return OutputFolder(output_dir, "eval", files=EVAL_OUTPUTS, force=force).prepare()
 
 
 def run_inference(predictor: Any, video_dataset: Any, progress: bool = True) -> list[dict]:
@@ -67,12 +79,15 @@ def split_paths(recipe: Mapping[str, Any], split: str = "test") -> tuple[str, st
 
 
 def infer_and_evaluate(predictor: Any, annotations: Union[str, os.PathLike], images: Union[str, os.PathLike],
-                       output_dir: Union[str, os.PathLike], progress: bool = True) -> Optional[dict[str, float]]:
+                       output_dir: Union[str, os.PathLike], progress: bool = True,
+                       force: bool = False) -> Optional[dict[str, float]]:
     """Run online inference on an annotated split and write the evaluation files.
 
     Writes ``output_dir/results.json`` (atomically), ``output_dir/results.zip`` (one member
     ``results.json``, the server layout) and, when the annotations have ground truth,
-    ``output_dir/metrics.json`` (the official AP/AR keys).
+    ``output_dir/metrics.json`` (the official AP/AR keys). The folder is claimed first with
+    :func:`eval_output_folder` (``force`` is passed on), so a stale ``metrics.json`` of an earlier
+    evaluation never stays beside new results.
 
     Returns:
         The metrics, or None when the annotations carry no ground truth (valid/test splits).
@@ -81,10 +96,9 @@ def infer_and_evaluate(predictor: Any, annotations: Union[str, os.PathLike], ima
     from crossvis.atomic import atomic_write_text
     from crossvis.eval import evaluate_ytvis, write_results, write_submission_zip
 
+    output_dir = eval_output_folder(output_dir, force=force)
     dataset = YTVISVideoDataset(str(annotations), str(images))
     results = run_inference(predictor, dataset, progress=progress)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, output_dir / "results.json")
     write_submission_zip(output_dir / "results.json", output_dir / "results.zip")
     if not dataset.data.has_annotations:
@@ -95,6 +109,7 @@ def infer_and_evaluate(predictor: Any, annotations: Union[str, os.PathLike], ima
     metrics = evaluate_ytvis(str(annotations), results, allow_empty=True)
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
 
 def evaluate_on_test(model: nn.Module, recipe: Mapping[str, Any], output_dir: Path,
                      device: Optional[torch.device] = None, progress: bool = False) -> Optional[dict[str, float]]:
@@ -108,11 +123,12 @@ def evaluate_on_test(model: nn.Module, recipe: Mapping[str, Any], output_dir: Pa
         The metrics (``AP, AP50, AP75, APs, APm, APl, AR1, AR10``, ...) or None without ground truth.
     """
     from crossvis.inference.runner import infer_and_evaluate, split_paths
-    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.predictor import OnlinePredictor, build_tracker, recipe_categories
 
     annotations, images = split_paths(recipe, "test")
-    predictor = Predictor.from_model(model, recipe, device=device)
-    metrics = infer_and_evaluate(predictor, annotations, images, output_dir, progress=progress)
+    predictor = OnlinePredictor(model, build_tracker(recipe), recipe_categories(recipe), device=device)
+    # the run folder is the trainer's (checked when the run started), so its eval/ files are too
+    metrics = infer_and_evaluate(predictor, annotations, images, output_dir, progress=progress, force=True)
     if metrics is None:
         logger.info("wrote %s (the test annotations have no ground truth)", Path(output_dir) / "results.json")
         return None

@@ -206,9 +206,13 @@ class PairwiseEmbeddingLoss(nn.Module):
     """MaskTrack R-CNN style pair-wise embedding loss (paper Eq. 9–10, the "Pair-wise" ablation).
 
     For every anchor-frame sample ``i`` (a positive location, identity ``n_i``) the candidates are
-    the ``K`` instances of the reference frame of the same pair, each represented by the **mean**
-    embedding of its positive locations in that frame (MaskTrack uses one ROI feature per reference
-    GT box; the mean is its dense-head analogue and has no sampling noise). Logits are
+    **all** ``K`` ground-truth instances of the reference frame of the same pair, as in MaskTrack
+    R-CNN (one ROI feature per reference GT box). An instance with positive locations is
+    represented by the **mean** embedding of those locations (the dense-head analogue of the ROI
+    feature, without sampling noise); an instance without any positive location (tiny or cut-off
+    objects) by its entry in ``reference_gt_embeddings`` (the model gives the embedding at the
+    location nearest the GT box centre). ``candidates="positives"`` keeps only the instances with
+    positive locations (the earlier crossvis variant). Logits are
 
     ``[0, sim(e_i, r_1), ..., sim(e_i, r_K)]``,
 
@@ -224,12 +228,19 @@ class PairwiseEmbeddingLoss(nn.Module):
         scale: ``None`` for raw dot products (Eq. 9), or a positive float ``s`` to use
             ``s * cosine similarity`` (bounded logits; matches the cosine used by the tracker).
         gamma: focusing exponent of the softmax focal variant (0 = plain cross-entropy).
+        candidates: ``"all"`` (every reference GT, MaskTrack R-CNN) or ``"positives"`` (only the
+            reference GTs with positive locations).
     """
 
     requires_proxies = False
+    CANDIDATES = ("all", "positives")
 
-    def __init__(self, scale: Optional[float] = None, gamma: float = 0.0) -> None:
+    def __init__(self, scale: Optional[float] = None, gamma: float = 0.0, candidates: str = "all") -> None:
         super().__init__()
+        if candidates not in self.CANDIDATES:
+            raise CrossVISError(f"pairwise embedding loss: 'candidates' must be one of {', '.join(self.CANDIDATES)}, "
+                                f"got {candidates!r}")
+        self.candidates = candidates
         if scale is not None and scale <= 0:
             raise CrossVISError(f"pairwise embedding loss: 'scale' must be positive or null, got {scale}")
         if gamma < 0:
@@ -239,7 +250,8 @@ class PairwiseEmbeddingLoss(nn.Module):
 
     def forward(self, anchor_embeddings: Tensor, anchor_ids: Tensor, reference_embeddings: Tensor,
                 reference_ids: Tensor, anchor_groups: Optional[Tensor] = None,
-                reference_groups: Optional[Tensor] = None) -> Tensor:
+                reference_groups: Optional[Tensor] = None, reference_gt_embeddings: Optional[Tensor] = None,
+                reference_gt_ids: Optional[Tensor] = None, reference_gt_groups: Optional[Tensor] = None) -> Tensor:
         """
         Args:
             anchor_embeddings: float [P, D] embeddings of the anchor frames' positive locations.
@@ -250,6 +262,11 @@ class PairwiseEmbeddingLoss(nn.Module):
                 sample only competes among the reference instances of its own pair); ``None``
                 means every sample comes from a single pair.
             reference_groups: int64 [Q], the same for the reference samples.
+            reference_gt_embeddings: float [R, D], one embedding per reference GT instance (all of
+                them, or at least those without positive locations); with ``candidates="all"`` the
+                instances absent from the positives become candidates through it.
+            reference_gt_ids: int64 [R] their identities.
+            reference_gt_groups: int64 [R] their pair indices (``None``: a single pair).
 
         Returns:
             float32 scalar loss (connected zero when ``P = 0``).
@@ -267,6 +284,10 @@ class PairwiseEmbeddingLoss(nn.Module):
         reference_groups = self._groups(reference_groups, reference_ids, "reference_groups")
         if num_anchor == 0:
             return _zero_loss(anchor_embeddings, reference_embeddings)
+        if self.candidates == "all" and reference_gt_embeddings is not None:
+            reference_embeddings, reference_ids, reference_groups = self._with_unseen_instances(
+                reference_embeddings, reference_ids, reference_groups, reference_gt_embeddings,
+                reference_gt_ids, reference_gt_groups)
 
         # One prototype per (pair, identity) of the reference frames: the mean embedding.
         keys = torch.stack([reference_groups, reference_ids.long()], dim=1)
@@ -297,6 +318,19 @@ class PairwiseEmbeddingLoss(nn.Module):
         # reference_embeddings only reach the loss through the pairs' prototypes; keep it connected
         # when no anchor shares a pair with any reference sample.
         return loss + _zero_loss(reference_embeddings)
+
+    def _with_unseen_instances(self, emb: Tensor, ids: Tensor, groups: Tensor, gt_emb: Tensor,
+                               gt_ids: Optional[Tensor], gt_groups: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The reference samples plus one sample for every reference GT that has no positive location."""
+        _check_embeddings(gt_emb, "reference_gt_embeddings")
+        if gt_ids is None:
+            raise CrossVISError("pairwise embedding loss: reference_gt_embeddings needs reference_gt_ids")
+        _check_ids(gt_ids, gt_emb.shape[0], "reference_gt_ids")
+        gt_groups = self._groups(gt_groups, gt_ids, "reference_gt_groups")
+        seen = (gt_groups[:, None] == groups[None, :]) & (gt_ids.long()[:, None] == ids.long()[None, :])
+        unseen = ~seen.any(dim=1)
+        return (torch.cat([emb, gt_emb[unseen].to(emb.dtype)]), torch.cat([ids.long(), gt_ids.long()[unseen]]),
+                torch.cat([groups, gt_groups[unseen]]))
 
     @staticmethod
     def _groups(groups: Optional[Tensor], ids: Tensor, what: str) -> Tensor:

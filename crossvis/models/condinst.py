@@ -1,7 +1,7 @@
 """CondInst for still images: network + criterion + post-processor behind the crossvis model contract."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +11,7 @@ from crossvis.heads.fcos_head import FCOSHead
 from crossvis.heads.mask_branch import MaskBranch
 from crossvis.models.criterion import CondInstCriterion, FrameTargets
 from crossvis.models.network import CondInstNetwork
+from crossvis.models.outputs import NetworkOutputs
 from crossvis.models.postprocess import CondInstPostProcessor
 from crossvis.models.preprocess import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, ImagePreprocessor
 from crossvis.structures import CrossVISError, FrameDetections
@@ -27,7 +28,8 @@ class CondInst(nn.Module):
     """CondInst (Tian et al., 2020): FCOS + dynamic mask heads, for still images.
 
     Training: ``model(batch)`` with ``batch`` a list of frame samples (see docs/contracts.md)
-    returns ``{"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask"}``.
+    returns ``{"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask"}`` (the first three
+    are whatever ``fcos_loss`` returns).
     Inference: ``model.predict(images)`` with uint8 RGB [3, H, W] frames returns one
     :class:`FrameDetections` per frame at its original size.
 
@@ -35,20 +37,25 @@ class CondInst(nn.Module):
         backbone, neck, head: built components (the neck yields the FPN levels; the head is an
             :class:`FCOSHead` and fixes ``num_classes``).
         mask_branch: the mask branch; default ``MaskBranch(neck.output_shape())``.
+        fcos_loss: the detection loss (recipe node ``model.fcos_loss``, registry kind ``loss``);
+            default :class:`~crossvis.losses.fcos.FCOSLoss` (focal α 0.25, γ 2). See
+            :class:`CondInstCriterion` for the call it must support.
         sizes_of_interest: FCOS level boundaries; default 64·2^i (official [64, 128, 256, 512]).
-        center_sampling_radius, focal_alpha, focal_gamma, max_proposals: criterion settings.
+        center_sampling_radius, max_proposals: criterion settings.
         mask_head_channels, mask_head_layers, rel_coords: dynamic mask head (8, 3, True → 169 params).
         backbone_grad_scale: gradient scale of backbone + neck in training (1.0 = off; CrossVIS 0.1).
         pixel_mean, pixel_std, input_format, size_divisibility: input normalisation (0–255 scale;
             official weights: BGR, mean [103.530, 116.280, 123.675], std [1, 1, 1]).
         min_size_test, max_size_test: inference resize.
         score_threshold, pre_nms_topk, nms_threshold, max_detections, mask_threshold: inference.
+
+    Every setting is keyword-only; the recipe keys of a ``model`` node are these names.
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: FCOSHead,
-                 mask_branch: Optional[MaskBranch] = None, *,
+                 mask_branch: Optional[MaskBranch] = None, *, fcos_loss: Optional[nn.Module] = None,
                  sizes_of_interest: Optional[Sequence[float]] = None, center_sampling_radius: float = 1.5,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, max_proposals: int = 500,
+                 max_proposals: int = 500,
                  mask_head_channels: int = 8, mask_head_layers: int = 3, rel_coords: bool = True,
                  backbone_grad_scale: float = 1.0,
                  pixel_mean: Sequence[float] = IMAGENET_RGB_MEAN, pixel_std: Sequence[float] = IMAGENET_RGB_STD,
@@ -75,11 +82,14 @@ class CondInst(nn.Module):
         self.network = CondInstNetwork(backbone, neck, head, mask_branch, self.mask_head.num_params,
                                        backbone_grad_scale)
         self.criterion = CondInstCriterion(head.num_classes, head.strides, sizes_of_interest, self.mask_head,
-                                           mask_branch.out_stride, center_sampling_radius, focal_alpha,
-                                           focal_gamma, max_proposals)
-        self.postprocessor = CondInstPostProcessor(head.strides, self.mask_head, mask_branch.out_stride,
-                                                   score_threshold, pre_nms_topk, nms_threshold,
-                                                   max_detections, mask_threshold)
+                                           fcos_loss=fcos_loss, mask_feat_stride=mask_branch.out_stride,
+                                           center_sampling_radius=center_sampling_radius,
+                                           max_proposals=max_proposals)
+        self.postprocessor = CondInstPostProcessor(head.strides, self.mask_head,
+                                                   mask_feat_stride=mask_branch.out_stride,
+                                                   score_threshold=score_threshold, pre_nms_topk=pre_nms_topk,
+                                                   nms_threshold=nms_threshold, max_detections=max_detections,
+                                                   mask_threshold=mask_threshold)
         self.num_classes = head.num_classes
 
     @property
@@ -87,8 +97,8 @@ class CondInst(nn.Module):
         return self.preprocessor.pixel_mean.device
 
     # -- network access (export) -----------------------------------------------------------------
-    def forward_network(self, images: Tensor) -> dict[str, Any]:
-        """Raw network outputs for a normalised, padded float32 [B, 3, H, W] batch (no losses)."""
+    def forward_network(self, images: Tensor) -> NetworkOutputs:
+        """Dense raw network outputs for a normalised, padded float32 [B, 3, H, W] batch (no losses)."""
         return self.network(images)
 
     # -- training -----------------------------------------------------------------------------
@@ -139,13 +149,26 @@ class CondInst(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            resized = [self.preprocessor.resize_for_test(im.to(self.device)) for im in images]
-            batch, sizes = self.preprocessor.batch(resized)
-            outputs = self.network(batch, dense=False)
-            orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-            return self.postprocessor(outputs, sizes, orig, gather=self.network.at_locations)
+            return self.predict_with(images, lambda batch: self.network(batch, dense=False))
         finally:
             self.train(was_training)
+
+    def predict_with(self, images: Sequence[Tensor],
+                     network: Callable[[Tensor], NetworkOutputs]) -> list[FrameDetections]:
+        """:meth:`predict`'s steps with another way of running the network (e.g. the fast path).
+
+        Resizes and batches ``images`` (uint8 RGB [3, H, W]), calls ``network(batch)`` on the
+        normalised padded float32 batch [B, 3, Hp, Wp] — it must return this network's outputs,
+        dense or ``dense=False`` — and post-processes them at the frames' original sizes. The
+        mode and the autograd context are the caller's.
+        """
+        if not images:
+            return []
+        resized = [self.preprocessor.resize_for_test(im.to(self.device)) for im in images]
+        batch, sizes = self.preprocessor.batch(resized)
+        outputs = network(batch)
+        orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        return self.postprocessor(outputs, sizes, orig, gather=self.network.at_locations)
 
 
 def _field(mapping: Any, key: str, index: int) -> Any:

@@ -12,6 +12,7 @@ from crossvis.losses.dice import dice_loss
 from crossvis.losses.fcos import FCOSLoss
 from crossvis.models.fcos_targets import FCOSTargetAssigner
 from crossvis.models.network import flatten_levels
+from crossvis.models.outputs import NetworkOutputs
 
 __all__ = ["FrameTargets", "Assignment", "CondInstCriterion", "gt_masks_at_stride"]
 
@@ -74,36 +75,40 @@ def gt_masks_at_stride(masks: Tensor, stride: int = 4) -> Tensor:
 
 
 class CondInstCriterion(nn.Module):
-    """Computes ``loss_fcos_cls``, ``loss_fcos_loc``, ``loss_fcos_ctr`` and ``loss_mask``.
+    """Computes the detection losses (``loss_fcos_cls``, ``loss_fcos_loc``, ``loss_fcos_ctr`` with
+    the default loss) and ``loss_mask``.
 
     Args:
         num_classes: C.
         strides: stride of each FPN level used by the head.
         sizes_of_interest: L − 1 level size boundaries (official [64, 128, 256, 512]).
         mask_head: the dynamic mask head (shared with the post-processor).
+        fcos_loss: the detection loss, called as ``fcos_loss(cls_logits [L, C], bbox_reg [L, 4],
+            ctrness [L], labels int64 [L] (C = background), reg_targets [L, 4]) -> dict`` of
+            scalar ``loss_*`` tensors over all L locations of the batch; default
+            :class:`~crossvis.losses.fcos.FCOSLoss` (focal α 0.25, γ 2).
         mask_feat_stride: stride of the mask-branch features (8).
         center_sampling_radius: FCOS centre-sampling radius in strides (1.5).
-        focal_alpha, focal_gamma: sigmoid focal loss parameters (0.25, 2).
         max_proposals: at most this many random positive locations of the batch train the mask
             head (official 500 per forward batch); −1 uses all.
     """
 
     def __init__(self, num_classes: int, strides: Sequence[int], sizes_of_interest: Sequence[float],
-                 mask_head: DynamicMaskHead, mask_feat_stride: int = 8, center_sampling_radius: float = 1.5,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, max_proposals: int = 500) -> None:
+                 mask_head: DynamicMaskHead, *, fcos_loss: Optional[nn.Module] = None, mask_feat_stride: int = 8,
+                 center_sampling_radius: float = 1.5, max_proposals: int = 500) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
         self.strides = [int(s) for s in strides]
         self.assigner = FCOSTargetAssigner(self.strides, sizes_of_interest, num_classes, center_sampling_radius)
-        self.fcos_loss = FCOSLoss(focal_alpha, focal_gamma)
+        self.fcos_loss = fcos_loss if fcos_loss is not None else FCOSLoss()
         self.mask_head = mask_head
         self.mask_feat_stride = int(mask_feat_stride)
         self.max_proposals = int(max_proposals)
 
     # -- targets ------------------------------------------------------------------------------
-    def assign(self, outputs: dict, targets: FrameTargets) -> Assignment:
+    def assign(self, outputs: NetworkOutputs, targets: FrameTargets) -> Assignment:
         """FCOS targets of every location of the batch (see :class:`Assignment`)."""
-        maps = outputs["cls_logits"]
+        maps = outputs.cls_logits
         batch = maps[0].shape[0]
         device = maps[0].device
         locs = [grid_locations(m.shape[-2], m.shape[-1], s, device) for m, s in zip(maps, self.strides)]
@@ -132,10 +137,11 @@ class CondInstCriterion(nn.Module):
         return positives
 
     # -- losses -------------------------------------------------------------------------------
-    def detection_losses(self, outputs: dict, assignment: Assignment) -> dict[str, Tensor]:
-        cls_logits = flatten_levels(outputs["cls_logits"]).reshape(-1, self.num_classes)
-        bbox_reg = flatten_levels(outputs["bbox_reg"]).reshape(-1, 4)
-        ctrness = flatten_levels(outputs["ctrness"]).reshape(-1)
+    def detection_losses(self, outputs: NetworkOutputs, assignment: Assignment) -> dict[str, Tensor]:
+        """``fcos_loss`` on every location of the batch (levels flattened image-major)."""
+        cls_logits = flatten_levels(outputs.cls_logits).reshape(-1, self.num_classes)
+        bbox_reg = flatten_levels(outputs.bbox_reg).reshape(-1, 4)
+        ctrness = flatten_levels(outputs.ctrness).reshape(-1)
         return self.fcos_loss(cls_logits, bbox_reg, ctrness, assignment.labels, assignment.reg_targets)
 
     def dynamic_mask_loss(self, params: Tensor, mask_feats: Tensor, im_inds: Tensor, locations: Tensor,
@@ -150,7 +156,7 @@ class CondInstCriterion(nn.Module):
         logits = self.mask_head(mask_feats, self.mask_feat_stride, params, locations, levels, im_inds)
         return dice_loss(logits.sigmoid(), gt_masks).mean()
 
-    def mask_loss(self, outputs: dict, assignment: Assignment, gt_masks: Tensor,
+    def mask_loss(self, outputs: NetworkOutputs, assignment: Assignment, gt_masks: Tensor,
                   samples: Optional[Tensor] = None) -> Tensor:
         """Static CondInst mask loss on ``samples`` (default: a fresh ≤ max_proposals subsample).
 
@@ -158,21 +164,21 @@ class CondInstCriterion(nn.Module):
         """
         if samples is None:
             samples = self.subsample(assignment.positives)
-        params = flatten_levels(outputs["controller"]).reshape(-1, self.mask_head.num_params)
-        return self.dynamic_mask_loss(params[samples], outputs["mask_feats"], assignment.im_inds[samples],
+        params = flatten_levels(outputs.controller).reshape(-1, self.mask_head.num_params)
+        return self.dynamic_mask_loss(params[samples], outputs.mask_feats, assignment.im_inds[samples],
                                       assignment.locations[samples], assignment.levels[samples],
                                       gt_masks[assignment.gt_inds[samples]])
 
-    def forward(self, outputs: dict, targets: FrameTargets) -> dict[str, Tensor]:
+    def forward(self, outputs: NetworkOutputs, targets: FrameTargets) -> dict[str, Tensor]:
         """All CondInst losses of one batch of frames; see the class docstring for the keys."""
         assignment = self.assign(outputs, targets)
         losses = self.detection_losses(outputs, assignment)
         losses["loss_mask"] = self.mask_loss(outputs, assignment, self.stride4_masks(targets, outputs))
         return losses
 
-    def stride4_masks(self, targets: FrameTargets, outputs: dict) -> Tensor:
+    def stride4_masks(self, targets: FrameTargets, outputs: NetworkOutputs) -> Tensor:
         """Batch-concatenated GT masks at the mask head's output stride: float [G, Hp/4, Wp/4]."""
-        mask_feats = outputs["mask_feats"]
+        mask_feats = outputs.mask_feats
         h = mask_feats.shape[-2] * self.mask_feat_stride
         w = mask_feats.shape[-1] * self.mask_feat_stride
         stride = self.mask_head.out_stride

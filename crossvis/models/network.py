@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from crossvis.heads.fcos_head import FCOSHead
 from crossvis.heads.mask_branch import MaskBranch
 from crossvis.heads.sampled import conv2d_at_locations, gather_locations
+from crossvis.models.outputs import NetworkOutputs
 
 __all__ = ["CondInstNetwork", "flatten_levels"]
 
@@ -43,42 +44,34 @@ class CondInstNetwork(nn.Module):
     def strides(self) -> list[int]:
         return list(self.head.strides)
 
-    def forward(self, images: Tensor, dense: bool = True) -> dict[str, object]:
+    def forward(self, images: Tensor, dense: bool = True) -> NetworkOutputs:
         """Raw outputs for a normalised, padded batch.
 
         Args:
             images: float32 [B, 3, H, W], H and W multiples of the coarsest stride.
             dense: compute the controller and embedding maps everywhere (training, export).
                 ``False`` (inference) skips them and returns the tower outputs they are computed
-                from, ``bbox_features`` and ``embed_features`` [B, 256, h, w]; read them at the
-                kept locations with :meth:`at_locations`.
+                from, ``bbox_features`` and ``embed_features``; read them at the kept locations
+                with :meth:`at_locations`.
 
         Returns:
-            dict with per-level lists ``cls_logits`` [B, C, h, w], ``bbox_reg`` [B, 4, h, w]
-            (stride units), ``ctrness`` [B, 1, h, w], ``controller`` [B, P, h, w], optionally
-            ``embeddings`` [B, D, h, w]; and ``mask_feats`` [B, 8, H/8, W/8].
+            the per-level maps and the mask features, see :class:`NetworkOutputs` for shapes.
         """
         features = self.neck(self.backbone(images))
         g = self.backbone_grad_scale
         if self.training and g != 1.0:
             features = {k: v * g + v.detach() * (1.0 - g) for k, v in features.items()}
         head_out = self.head([features[f] for f in self.head.in_features], dense_embeddings=dense)
-        out: dict[str, object] = {
-            "cls_logits": head_out["cls_logits"],
-            "bbox_reg": head_out["bbox_reg"],
-            "ctrness": head_out["ctrness"],
-            "mask_feats": self.mask_branch(features),
-        }
+        out = NetworkOutputs(cls_logits=head_out.cls_logits, bbox_reg=head_out.bbox_reg, ctrness=head_out.ctrness,
+                             mask_feats=self.mask_branch(features), embeddings=head_out.embeddings,
+                             embed_features=head_out.embed_features)
         if dense:
-            out["controller"] = [self.controller(f) for f in head_out["bbox_features"]]
+            out.controller = [self.controller(f) for f in head_out.bbox_features]
         else:
-            out["bbox_features"] = head_out["bbox_features"]
-        for key in ("embeddings", "embed_features"):
-            if key in head_out:
-                out[key] = head_out[key]
+            out.bbox_features = head_out.bbox_features
         return out
 
-    def at_locations(self, outputs: dict, key: str, image: int, level: int, index: Tensor) -> Tensor:
+    def at_locations(self, outputs: NetworkOutputs, key: str, image: int, level: int, index: Tensor) -> Tensor:
         """Per-location outputs ``key`` (``controller`` or ``embeddings``) of one image and level.
 
         Works on dense outputs (reads the maps) and on ``forward(..., dense=False)`` outputs
@@ -93,10 +86,11 @@ class CondInstNetwork(nn.Module):
         Returns:
             [K, P] dynamic filters or [K, D] embeddings.
         """
-        if key in outputs:
-            return gather_locations(outputs[key][level][image], index)
+        if key not in ("controller", "embeddings"):
+            raise KeyError(f"the network outputs have no per-location {key!r}")
+        maps = getattr(outputs, key)
+        if maps is not None:
+            return gather_locations(maps[level][image], index)
         if key == "controller":
-            return conv2d_at_locations(self.controller, outputs["bbox_features"][level][image], index)
-        if key == "embeddings":
-            return self.head.embeddings_at(outputs["embed_features"][level][image], index)
-        raise KeyError(f"the network outputs have no per-location {key!r}")
+            return conv2d_at_locations(self.controller, outputs.bbox_features[level][image], index)
+        return self.head.embeddings_at(outputs.embed_features[level][image], index)

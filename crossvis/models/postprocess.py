@@ -1,7 +1,7 @@
 """CondInst inference: FCOS decoding, class-aware NMS, dynamic masks at the original frame size."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,18 +11,43 @@ from torchvision.ops import batched_nms
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
 from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_unshifted
+from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import FrameDetections
 
-__all__ = ["CondInstPostProcessor", "LocationGather", "dense_locations"]
+__all__ = ["CondInstPostProcessor", "Candidates", "LocationGather", "dense_locations"]
 
-LocationGather = Callable[[dict, str, int, int, Tensor], Tensor]
+LocationGather = Callable[[NetworkOutputs, str, int, int, Tensor], Tensor]
 """``gather(outputs, key, image, level, index) -> [K, C]``: per-location outputs ``key``
 (``"controller"`` or ``"embeddings"``) of one image and FPN level at row-major locations ``index``."""
 
 
-def dense_locations(outputs: dict, key: str, image: int, level: int, index: Tensor) -> Tensor:
-    """The default :data:`LocationGather`: reads the dense per-level maps ``outputs[key]``."""
-    return gather_locations(outputs[key][level][image], index)
+def dense_locations(outputs: NetworkOutputs, key: str, image: int, level: int, index: Tensor) -> Tensor:
+    """The default :data:`LocationGather`: reads the dense per-level maps (``outputs.controller``, ...)."""
+    return gather_locations(getattr(outputs, key)[level][image], index)
+
+
+class Candidates(NamedTuple):
+    """Scored (location, class) candidates of one image, all levels concatenated (N candidates).
+
+    Attributes:
+        boxes: float32 [N, 4] xyxy in the padded input frame.
+        scores: float32 [N] sqrt(p_cls · p_ctr).
+        labels: int64 [N] class index.
+        locations: float32 [N, 2] (x, y) of the location in input pixels.
+        levels: int64 [N] FPN level.
+        index: int64 [N] row-major location index within its level.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    locations: Tensor
+    levels: Tensor
+    index: Tensor
+
+    def take(self, keep: Tensor) -> "Candidates":
+        """The candidates at ``keep`` (int64 indices or a bool mask [N])."""
+        return Candidates(*(t[keep] for t in self))
 
 
 class CondInstPostProcessor(nn.Module):
@@ -43,7 +68,7 @@ class CondInstPostProcessor(nn.Module):
     ``max(1, mask_chunk_pixels // (H·W))`` at a time (≈16 MiB, cache-friendly on CPU).
     """
 
-    def __init__(self, strides: Sequence[int], mask_head: DynamicMaskHead, mask_feat_stride: int = 8,
+    def __init__(self, strides: Sequence[int], mask_head: DynamicMaskHead, *, mask_feat_stride: int = 8,
                  score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_threshold: float = 0.6,
                  max_detections: int = 100, mask_threshold: float = 0.5,
                  mask_chunk_pixels: int = 1 << 22) -> None:
@@ -55,13 +80,13 @@ class CondInstPostProcessor(nn.Module):
         self.nms_threshold, self.max_detections = float(nms_threshold), int(max_detections)
         self.mask_threshold, self.mask_chunk_pixels = float(mask_threshold), int(mask_chunk_pixels)
 
-    def forward(self, outputs: dict, image_sizes: Sequence[tuple[int, int]],
+    def forward(self, outputs: NetworkOutputs, image_sizes: Sequence[tuple[int, int]],
                 orig_sizes: Sequence[tuple[int, int]],
                 gather: Optional[LocationGather] = None) -> list[FrameDetections]:
         """Detections of every image of the batch.
 
         Args:
-            outputs: the network's raw outputs (see ``CondInstNetwork.forward``).
+            outputs: the network's raw outputs (dense, or sparse with a matching ``gather``).
             image_sizes: (h, w) of each resized image inside the padded batch.
             orig_sizes: (H, W) of each original frame; results are returned at this size.
             gather: reads the controller / embeddings at the kept locations; default
@@ -70,51 +95,46 @@ class CondInstPostProcessor(nn.Module):
         gather = gather if gather is not None else dense_locations
         return [self._single(outputs, i, image_sizes[i], orig_sizes[i], gather) for i in range(len(image_sizes))]
 
-    def _candidates(self, outputs: dict, i: int) -> dict[str, Tensor]:
-        """Thresholded, per-level top-k candidates: boxes, scores, labels, locations, levels, location index."""
-        cands: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "locations", "levels",
-                                                           "index")}
+    def _candidates(self, outputs: NetworkOutputs, i: int) -> Candidates:
+        """Thresholded, per-level top-k candidates of image ``i``."""
+        per_level: list[Candidates] = []
         for level, stride in enumerate(self.strides):
-            cls = outputs["cls_logits"][level][i]
+            cls = outputs.cls_logits[level][i]
             w = cls.shape[-1]
             prob = cls.reshape(cls.shape[0], -1).t().sigmoid()
-            prob *= outputs["ctrness"][level][i].reshape(-1, 1).sigmoid()
+            prob *= outputs.ctrness[level][i].reshape(-1, 1).sigmoid()
             loc_idx, labels = torch.nonzero(prob > self.score_threshold, as_tuple=True)
             scores = prob[loc_idx, labels]
             if scores.numel() > self.pre_nms_topk:
                 scores, top = scores.topk(self.pre_nms_topk, sorted=False)
                 loc_idx, labels = loc_idx[top], labels[top]
             locations = torch.stack(((loc_idx % w) * stride, (loc_idx // w) * stride), dim=1).float() + stride // 2
-            reg = outputs["bbox_reg"][level][i].reshape(4, -1)[:, loc_idx].t() * stride
-            cands["boxes"].append(torch.cat([locations - reg[:, :2], locations + reg[:, 2:]], dim=1))
-            cands["scores"].append(scores)
-            cands["labels"].append(labels)
-            cands["locations"].append(locations)
-            cands["levels"].append(torch.full_like(labels, level))
-            cands["index"].append(loc_idx)
-        c = {k: torch.cat(v) for k, v in cands.items()}
-        c["scores"] = c["scores"].sqrt_()
-        return c
+            reg = outputs.bbox_reg[level][i].reshape(4, -1)[:, loc_idx].t() * stride
+            per_level.append(Candidates(
+                boxes=torch.cat([locations - reg[:, :2], locations + reg[:, 2:]], dim=1), scores=scores,
+                labels=labels, locations=locations, levels=torch.full_like(labels, level), index=loc_idx))
+        merged = Candidates(*(torch.cat(parts) for parts in zip(*per_level)))
+        merged.scores.sqrt_()
+        return merged
 
-    def _single(self, outputs: dict, i: int, image_size: tuple[int, int], orig_size: tuple[int, int],
+    def _single(self, outputs: NetworkOutputs, i: int, image_size: tuple[int, int], orig_size: tuple[int, int],
                 gather: LocationGather) -> FrameDetections:
         c = self._candidates(outputs, i)
-        keep = batched_nms(c["boxes"], c["scores"], c["labels"], self.nms_threshold)[: self.max_detections]
+        keep = batched_nms(c.boxes, c.scores, c.labels, self.nms_threshold)[: self.max_detections]
         (h, w), (oh, ow) = image_size, orig_size
-        boxes = c["boxes"][keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c["boxes"].device)
+        boxes = c.boxes[keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c.boxes.device)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=ow)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=oh)
         nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         keep = keep[nonempty]
-        c = {k: v[keep] for k, v in c.items()}
-        params = _gather_by_level(outputs, "controller", i, c["levels"], c["index"], gather)
-        masks = self._masks(outputs["mask_feats"][i:i + 1], params, c["locations"], c["levels"], image_size,
-                            orig_size)
+        c = c.take(keep)
+        params = _gather_by_level(outputs, "controller", i, c.levels, c.index, gather)
+        masks = self._masks(outputs.mask_feats[i:i + 1], params, c.locations, c.levels, image_size, orig_size)
         embeddings = None
-        if "embeddings" in outputs or "embed_features" in outputs:
-            embeddings = _gather_by_level(outputs, "embeddings", i, c["levels"], c["index"], gather).float()
+        if outputs.has_embeddings:
+            embeddings = _gather_by_level(outputs, "embeddings", i, c.levels, c.index, gather).float()
         return FrameDetections(
-            boxes=boxes[nonempty].float(), scores=c["scores"].float(), labels=c["labels"].long(),
+            boxes=boxes[nonempty].float(), scores=c.scores.float(), labels=c.labels.long(),
             image_size=(int(oh), int(ow)), masks=masks, embeddings=embeddings)
 
     def _masks(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
@@ -141,7 +161,7 @@ class CondInstPostProcessor(nn.Module):
         return out
 
 
-def _gather_by_level(outputs: dict, key: str, image: int, levels: Tensor, index: Tensor,
+def _gather_by_level(outputs: NetworkOutputs, key: str, image: int, levels: Tensor, index: Tensor,
                      gather: LocationGather) -> Tensor:
     """``gather`` for detections spread over levels: [N, C] in the detections' order."""
     present = levels.unique().tolist() or [0]

@@ -12,17 +12,20 @@ from typing import Any, Mapping, Optional
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["SolverConfig", "RuntimeConfig", "section"]
+__all__ = ["SolverConfig", "RuntimeConfig", "section", "check_device"]
 
 
 def _parse_section(cls: type, node: Optional[Mapping[str, Any]], where: str) -> Any:
+    source = node
     node = dict(node or {})
     names = [f.name for f in dataclasses.fields(cls)]
     for key in node:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {where}.{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
-            raise CrossVISError(f"unknown recipe key {where}.{key}{hint}")
+            # a location-aware recipe node names the file:line that set the key
+            located = source.where(key) if hasattr(source, "where") else f"{where}.{key}"
+            raise CrossVISError(f"unknown recipe key {located}{hint}")
     cfg = cls(**node)
     cfg.validate(where)
     return cfg
@@ -37,6 +40,11 @@ def _number(where: str, key: str, value: Any, kind: type = float) -> Any:
                 pass
         raise CrossVISError(f"recipe key {where}.{key} must be a number, got {value!r}")
     return kind(value)
+
+
+def _flag(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CrossVISError(f"recipe key {where}.{key} must be true or false, got {value!r}")
 
 
 @dataclass
@@ -92,6 +100,16 @@ class SolverConfig:
                 raise CrossVISError(f"recipe key {where}.{key} must be positive, got {getattr(self, key)}")
         if self.keep_last < 1:
             raise CrossVISError(f"recipe key {where}.keep_last must be >= 1, got {self.keep_last}")
+        for key in ("base_lr", "momentum", "weight_decay", "weight_decay_norm", "warmup_iters"):
+            if getattr(self, key) < 0:
+                raise CrossVISError(f"recipe key {where}.{key} must be >= 0, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise CrossVISError(f"recipe key {where}.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise CrossVISError(f"recipe key {where}.clip_grad_norm must be positive (or null), "
+                                f"got {self.clip_grad_norm}")
+        for key in ("amp", "scale_by_batch"):
+            _flag(where, key, getattr(self, key))
         if not 0.0 < self.warmup_factor <= 1.0:
             raise CrossVISError(f"recipe key {where}.warmup_factor must be in (0, 1], got {self.warmup_factor}")
 
@@ -136,20 +154,50 @@ class RuntimeConfig:
         self.seed = _number(where, "seed", self.seed, int)
         self.num_workers = _number(where, "num_workers", self.num_workers, int)
         self.num_threads = _number(where, "num_threads", self.num_threads, int)
-        if self.num_workers < 0:
-            raise CrossVISError(f"recipe key {where}.num_workers must be >= 0, got {self.num_workers}")
+        for key in ("num_workers", "num_threads"):
+            if getattr(self, key) < 0:
+                raise CrossVISError(f"recipe key {where}.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("tensorboard", "find_unused_parameters", "aspect_ratio_grouping", "eval_at_end"):
+            _flag(where, key, getattr(self, key))
         self.device = str(self.device)
 
     def resolved_device(self) -> str:
-        import torch
+        """``device`` with ``auto`` resolved; a device this machine lacks is a CrossVISError."""
+        return check_device(self.device, "runtime.device")
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+
+def check_device(spec: Any, where: str = "--device") -> str:
+    """``spec`` (``auto``, ``cpu``, ``cuda``, ``cuda:K``) as a device string this machine has.
+
+    Raises:
+        CrossVISError: an unknown device name, CUDA without a GPU, or a GPU index out of range.
+    """
+    import torch
+
+    spec = str(spec).strip()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise CrossVISError(f"{where} {spec!r} is not a device; use auto, cpu, cuda or cuda:K") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CrossVISError(f"{where} is {spec!r} but CUDA is not available; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CrossVISError(f"{where} is {spec!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+                                f"(cuda:0 ... cuda:{torch.cuda.device_count() - 1})")
+    elif device.type not in ("cpu", "mps"):
+        raise CrossVISError(f"{where} {spec!r}: crossvis runs on cpu or cuda")
+    return spec
 
 
 def section(recipe: Mapping[str, Any], name: str) -> Any:
-    """Parse ``recipe[name]`` (``solver`` or ``runtime``) into its dataclass."""
+    """Parse ``recipe[name]`` (``solver`` or ``runtime``) into its dataclass.
+
+    The one schema of these sections: ``crossvis train``, ``recipe check`` and ``recipe show``
+    all validate through it, so they accept and refuse the same keys.
+    """
     cls = {"solver": SolverConfig, "runtime": RuntimeConfig}[name]
     node = recipe.get(name) if isinstance(recipe, Mapping) else None
     if node is not None and not isinstance(node, Mapping):

@@ -4,24 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import numpy as np
-import pycocotools.mask as mask_util
 from torch import Tensor
 
+from crossvis.formats import encode_masks
 from crossvis.structures import CrossVISError, FrameDetections
 
 __all__ = ["VideoAccumulator", "encode_masks"]
-
-
-def encode_masks(masks: Tensor) -> list[dict]:
-    """Compressed RLE of binary masks, bool/uint8 [N, H, W] -> N dicts ``{"size": [H, W], "counts": str}``."""
-    if masks.shape[0] == 0:
-        return []
-    array = np.asfortranarray(masks.detach().cpu().numpy().astype(np.uint8, copy=False).transpose(1, 2, 0))
-    rles = mask_util.encode(array)
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
 
 
 @dataclass

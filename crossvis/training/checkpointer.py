@@ -8,7 +8,10 @@ A training checkpoint ``DIR/checkpoints/model_{iter:07d}.pth`` is a dict::
 
 ``DIR/checkpoints/last_checkpoint`` holds the file name of the newest one. Every file is written
 with :func:`crossvis.atomic.atomic_write`, so a crash never leaves a truncated checkpoint or
-pointer behind.
+pointer behind (a killed save leaves a ``.NAME.*.tmp`` file, removed when the run is resumed).
+A checkpoint that cannot be read when resuming (truncated or altered by something else) is
+renamed ``NAME.broken`` by :meth:`Checkpointer.set_aside`, never deleted, and the next older one
+is used.
 """
 from __future__ import annotations
 
@@ -54,6 +57,42 @@ class Checkpointer:
         periodic = sorted(p for p in self.directory.iterdir() if _PERIODIC.match(p.name))
         for old in periodic[:-self.keep_last]:
             old.unlink(missing_ok=True)
+
+    def candidates(self) -> list[Path]:
+        """The checkpoints a resume may start from, best first: the one ``last_checkpoint`` names,
+        ``model_final.pth``, then the periodic ones from the newest iteration down."""
+        ordered: list[Path] = []
+        pointer = self.directory / POINTER
+        if pointer.is_file():
+            try:
+                ordered.append(self.directory / pointer.read_text().strip())
+            except (OSError, UnicodeDecodeError):
+                pass
+        ordered.append(self.directory / "model_final.pth")
+        if self.directory.is_dir():
+            ordered += sorted((p for p in self.directory.iterdir() if _PERIODIC.match(p.name)), reverse=True)
+        unique: list[Path] = []
+        for path in ordered:
+            if path.is_file() and path.parent == self.directory and path not in unique:
+                unique.append(path)
+        return unique
+
+    def set_aside(self, path: Path) -> Path:
+        """Rename an unreadable checkpoint to ``NAME.broken`` (``NAME.broken.1``, ... when taken); return it."""
+        target = path.with_name(path.name + ".broken")
+        number = 0
+        while target.exists():
+            number += 1
+            target = path.with_name(f"{path.name}.broken.{number}")
+        try:
+            path.rename(target)
+        except FileNotFoundError:  # another process set it aside first
+            pass
+        return target
+
+    def point_to(self, path: Path) -> None:
+        """Make ``last_checkpoint`` name ``path`` (after a resume fell back to it)."""
+        atomic_write_text(self.directory / POINTER, path.name + "\n")
 
     def latest(self) -> Optional[Path]:
         """The checkpoint named by ``last_checkpoint``, else the newest periodic one, else None."""

@@ -14,6 +14,12 @@ Reproducibility: the data order and the augmentation of every sample are pure fu
 ``(runtime.seed, iteration)`` (:mod:`crossvis.training.sampler`), and checkpoints carry the optimizer,
 scheduler and random-generator states, so on CPU a run resumed from a checkpoint produces the
 same per-iteration losses as an uninterrupted one.
+
+Run folders are protected: a new run refuses a folder that already holds a run's outputs
+(``recipe.yaml``, ``metrics.jsonl``, ``checkpoints/``, ...) unless ``resume`` (continue it) or
+``force`` (start it over: the earlier run's outputs are deleted, ``*.broken`` checkpoints kept).
+A resume removes the temporary files killed saves left, falls back past unreadable checkpoints
+(renamed ``*.broken``) and refuses, naming the tensors, a checkpoint of a different model.
 """
 from __future__ import annotations
 
@@ -29,8 +35,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from crossvis import distributed as dist_utils
-from crossvis.atomic import atomic_write_text
+from crossvis.atomic import atomic_write_text, remove_stale_temporaries
 from crossvis.checkpoint import load_checkpoint, load_weights, unwrap_model
+from crossvis.conventions import (ALLOW_RANDOM_FROZEN_KEY, CONVENTIONS_KEY, check_frozen_initialisation,
+                                  check_weight_conventions, model_conventions)
+from crossvis.data.categories import check_declared_categories, declared_categories
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
 from crossvis.training.metrics import MetricsLogger, plot_loss_curve
@@ -39,9 +48,12 @@ from crossvis.training.seeding import get_rng_states, seed_everything, set_rng_s
 from crossvis.training.solver import WarmupMultiStepLR, build_optimizer
 from crossvis.errors import CrossVISError
 
-__all__ = ["Trainer", "collate_as_list", "move_to_device"]
+__all__ = ["Trainer", "collate_as_list", "move_to_device", "RUN_OUTPUTS"]
 
 logger = logging.getLogger(__name__)
+
+#: What a run writes into its folder (``force`` deletes these of an earlier run, nothing else).
+RUN_OUTPUTS = ("recipe.yaml", "metrics.jsonl", "loss_curve.png", "checkpoints", "eval", "tensorboard")
 
 
 def collate_as_list(batch: list[Any]) -> list[Any]:
@@ -68,8 +80,10 @@ class Trainer:
     Args:
         recipe: the resolved recipe (a mapping, e.g. from :func:`crossvis.recipes.load_recipe`).
         output_dir: the run folder.
-        resume: continue from the newest checkpoint in ``output_dir/checkpoints`` (a fresh start
-            when there is none).
+        resume: continue from the newest loadable checkpoint in ``output_dir/checkpoints`` (a
+            fresh start when there is none).
+        force: start a new run in a folder that holds an earlier run's outputs, deleting them
+            (without it, and without ``resume``, such a folder is refused).
         model: a model to train instead of ``build_model(recipe, ...)``; it must map a list of
             samples to a dict of scalar ``loss_*`` tensors.
         train_dataset: a map-style dataset instead of the one built from ``data.train``; it may have
@@ -81,7 +95,8 @@ class Trainer:
     """
 
     def __init__(self, recipe: Mapping[str, Any], output_dir: Union[str, Path], *, resume: bool = False,
-                 model: Optional[nn.Module] = None, train_dataset: Optional[Any] = None) -> None:
+                 force: bool = False, model: Optional[nn.Module] = None,
+                 train_dataset: Optional[Any] = None) -> None:
         self.recipe = recipe
         self.output_dir = Path(output_dir)
         self.solver: SolverConfig = section(recipe, "solver").scaled()
@@ -95,12 +110,12 @@ class Trainer:
         self.max_iter = self.solver.max_iter
         self.iteration = 0
         self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep_last=self.solver.keep_last)
-        if not resume and self.checkpointer.latest() is not None:
-            raise CrossVISError(f"{self.output_dir} already holds checkpoints; pass --resume (resume=True) to "
-                                f"continue that run, or choose another output folder")
+        self._replace = self._claim_output_dir(resume, force)
         seed_everything(self.runtime.seed)
 
         self.train_dataset = train_dataset if train_dataset is not None else self._build_train_dataset()
+        check_declared_categories(declared_categories(recipe), getattr(getattr(self.train_dataset, "data", None),
+                                  "categories", None), str(_get(recipe, "data.train.annotations", "data.train")))
         self.num_classes = getattr(self.train_dataset, "num_classes", None)
         self.num_identities = getattr(self.train_dataset, "num_identities", None)
         self.resolved_recipe = self._resolved_recipe()
@@ -111,21 +126,59 @@ class Trainer:
             model = build_model(self.recipe, num_classes=self.num_classes, num_identities=self.num_identities)
         model.to(self.device)
         weights = _get(recipe, "model.weights")
-        if weights:
-            load_weights(model, weights, report=self.is_main)
+        if weights and not Path(weights).is_file():
+            raise CrossVISError(f"recipe key model.weights: {weights} does not exist; convert the initial weights "
+                                f"first (docs/training.md, 'Initialisation') or pass --set model.weights=PATH")
+        loaded = load_weights(model, weights, report=self.is_main) if weights else None
+        check_frozen_initialisation(model, loaded, allow=bool(_get(recipe, ALLOW_RANDOM_FROZEN_KEY)))
         self.optimizer = build_optimizer(model, self.solver)
         self.scheduler = WarmupMultiStepLR(self.optimizer, self.solver.steps, self.solver.gamma,
                                            self.solver.warmup_iters, self.solver.warmup_factor)
-        self.use_amp = self.solver.amp and self.device.type == "cuda"
-        if self.solver.amp and not self.use_amp and self.is_main:
-            logger.info("note: solver.amp is ignored on CPU (mixed precision is used on CUDA only)")
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        # mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU (bf16 has
+        # float32's exponent range, so no loss scaling is needed)
+        self.use_amp = bool(self.solver.amp) and self.device.type in ("cuda", "cpu")
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.device.type == "cuda" else None
         self._model = model
         if resume:
             self._resume()
         self.model = self._wrap(model)
 
     # -- construction helpers -------------------------------------------------------------------
+    def _claim_output_dir(self, resume: bool, force: bool) -> list[str]:
+        """Refuse a folder holding another run's outputs (unless resume/force); return what to replace."""
+        from crossvis.inference.outputs import check_not_a_file
+
+        check_not_a_file(self.output_dir)
+        if resume:
+            return []
+        existing = [name for name in RUN_OUTPUTS if (self.output_dir / name).exists()]
+        if not existing or force:
+            return existing
+        if self.checkpointer.latest() is not None:
+            raise CrossVISError(f"{self.output_dir} already holds checkpoints; pass --resume (resume=True) to "
+                                f"continue that run, --force to start it over, or choose another output folder")
+        raise CrossVISError(f"{self.output_dir} already holds {', '.join(existing)} of another run; pass --resume "
+                            f"to continue it, --force to replace it, or choose another output folder")
+
+    def _remove_earlier_run(self) -> None:
+        """``force``: delete the earlier run's outputs (``*.broken`` checkpoints are kept)."""
+        import shutil
+
+        for name in self._replace:
+            path = self.output_dir / name
+            if name == "checkpoints" and path.is_dir():
+                for item in path.iterdir():
+                    if ".broken" not in item.name:
+                        shutil.rmtree(item) if item.is_dir() else item.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        if self._replace:
+            logger.info("--force: removed the earlier run's %s from %s", ", ".join(self._replace), self.output_dir)
+        self._replace = []
+
     def _build_train_dataset(self) -> Any:
         from crossvis.training.datasets import build_train_dataset
 
@@ -172,7 +225,8 @@ class Trainer:
         state = {"model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
                  "recipe": self.resolved_recipe, "rng": get_rng_states(),
-                 "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch}}
+                 "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch},
+                 CONVENTIONS_KEY: model_conventions(unwrap_model(self.model))}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -184,19 +238,38 @@ class Trainer:
         return self.checkpointer.save(name, self.state_dict())
 
     def _resume(self) -> None:
-        path = self.checkpointer.latest()
+        if self.is_main:
+            for folder in (self.output_dir, self.checkpointer.directory, self.output_dir / "eval"):
+                for tmp in remove_stale_temporaries(folder):
+                    logger.info("removed %s, left by an interrupted save", tmp)
+        path, ckpt, broken = self._newest_loadable_checkpoint()
         if path is None:
+            if broken:
+                raise CrossVISError(f"no checkpoint in {self.checkpointer.directory} can be loaded; the unreadable "
+                                    f"ones were renamed {', '.join(p.name for p in broken)}; pass --force to "
+                                    f"start this run over, or choose another --output")
             if self.is_main:
                 logger.info("no checkpoint in %s; starting from scratch", self.checkpointer.directory)
             return
-        ckpt = load_checkpoint(path)
+        if broken and self.is_main:
+            self.checkpointer.point_to(path)
+            logger.warning("resuming from %s, the newest checkpoint that loads", path.name)
         missing = [k for k in ("model", "optimizer", "scheduler", "iteration") if k not in ckpt]
         if missing:
             raise CrossVISError(f"{path} cannot be resumed from: it lacks {', '.join(missing)} "
                                 f"(it holds weights only; use model.weights to start from it instead)")
+        if not isinstance(ckpt["model"], Mapping):
+            raise CrossVISError(f"{path} cannot be resumed from: its 'model' entry is not a state_dict")
+        check_weight_conventions(self._model, ckpt, str(path))   # a resume with other --set conventions
+        _check_same_model(path, ckpt["model"], self._model)
         self._model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise CrossVISError(f"{path} cannot be resumed with this recipe's solver (optimizer "
+                                f"{self.solver.optimizer!r}): {str(exc).splitlines()[0][:200]}; the solver changed "
+                                f"since the run started, so train into a new --output") from None
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
@@ -210,11 +283,27 @@ class Trainer:
         if self.is_main:
             logger.info("resumed from %s at iteration %d/%d", path, self.iteration, self.max_iter)
 
+    def _newest_loadable_checkpoint(self) -> tuple[Optional[Path], Optional[dict[str, Any]], list[Path]]:
+        """``(path, checkpoint, set_aside)``: the first candidate that loads; unreadable ones are renamed."""
+        broken: list[Path] = []
+        for path in self.checkpointer.candidates():
+            try:
+                return path, load_checkpoint(path), broken
+            except CrossVISError as exc:
+                if not path.exists():  # another rank set it aside meanwhile
+                    continue
+                target = self.checkpointer.set_aside(path) if self.is_main else path
+                broken.append(target)
+                if self.is_main:
+                    logger.warning("%s cannot be loaded (%s); renamed it to %s", path.name, exc, target.name)
+        return None, None, broken
+
     # -- the loop -------------------------------------------------------------------------------
     def run_step(self, batch: list[Any]) -> dict[str, float]:
         """One optimizer step on ``batch`` (this rank's share); returns this rank's float losses."""
         batch = move_to_device(batch, self.device)
-        with torch.autocast("cuda") if self.use_amp else contextlib.nullcontext():
+        amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp else contextlib.nullcontext()
+        with amp:
             losses = self.model(batch)
         if not isinstance(losses, Mapping) or not losses:
             raise CrossVISError("the model's training forward must return a non-empty dict of loss_* tensors")
@@ -245,6 +334,7 @@ class Trainer:
 
         plugins = get_plugin_manager()
         if self.is_main:
+            self._remove_earlier_run()
             self.output_dir.mkdir(parents=True, exist_ok=True)
             from crossvis.recipes import dump_recipe
 
@@ -257,7 +347,7 @@ class Trainer:
         try:
             while self.iteration < self.max_iter:
                 t0 = time.perf_counter()
-                batch = next(loader_iter)
+                batch = _next_batch(loader_iter)
                 data_time = time.perf_counter() - t0
                 lr = self.optimizer.param_groups[0]["lr"]
                 losses = self.run_step(batch)
@@ -288,6 +378,45 @@ class Trainer:
                                                 self.output_dir / "eval", self.device)
         dist_utils.barrier()
         return {"iteration": self.iteration, "final_checkpoint": final, "metrics": eval_metrics}
+
+
+def _next_batch(loader_iter: Any) -> Any:
+    """``next(loader_iter)``; a CrossVISError raised in a DataLoader worker keeps its one-line message.
+
+    torch re-raises a worker's exception as the same type with "Caught ... in DataLoader worker
+    process K" and the worker's whole traceback as the message; only its last line is the user's.
+    """
+    try:
+        return next(loader_iter)
+    except CrossVISError as exc:
+        text = str(exc)
+        if not text.startswith("Caught "):
+            raise
+        marker = "CrossVISError: "
+        cut = text.rfind(marker)
+        raise CrossVISError(text[cut + len(marker):].strip() if cut >= 0 else text.splitlines()[0]) from None
+
+
+def _check_same_model(path: Path, saved: Mapping[str, Any], model: nn.Module) -> None:
+    """A CrossVISError naming the differing tensors when ``saved`` is not a state_dict of ``model``."""
+    own = model.state_dict()
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in saved.items()
+              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    if not (shapes or missing or unexpected):
+        return
+
+    def listed(what: str, items: list[str]) -> str:
+        more = f", ... ({len(items)} in all)" if len(items) > 3 else ""
+        return f"{what}: {'; '.join(items[:3])}{more}"
+
+    parts = [listed("shape differs", shapes)] if shapes else []
+    parts += [listed("not in the checkpoint", missing)] if missing else []
+    parts += [listed("not in the model", unexpected)] if unexpected else []
+    raise CrossVISError(f"{path} was saved from a different model than the recipe now builds ({' | '.join(parts)}); "
+                        f"the model changed since this run started: train into a new --output (add --set "
+                        f"model.weights={path} to start from its matching tensors)")
 
 
 def _get(recipe: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

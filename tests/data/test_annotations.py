@@ -80,7 +80,12 @@ def test_cocovid_layout_is_converted_to_tracks(tmp_path, list_dataset):
         {"videos": videos, "images": images, "annotations": anns, "categories": raw["categories"]}))
     data = load_vis_annotations(tmp_path / "cocovid.json")
     assert [v.file_names for v in data.videos] == [v["file_names"] for v in raw["videos"]]
-    tracks = {t.id: t for ts in data.tracks.values() for t in ts}
+    # one rule for track ids (crossvis.formats.cocovid_to_tracks): 1, 2, ... in order of first appearance,
+    # whatever the instance ids were; the instance id is kept
+    first_seen = list(dict.fromkeys(a["instance_id"] for a in anns))
+    records = [t for ts in data.tracks.values() for t in ts]
+    assert sorted((t.id, t.instance_id) for t in records) == [(i + 1, iid) for i, iid in enumerate(first_seen)]
+    tracks = {t.instance_id: t for t in records}
     assert set(tracks) == set(TRACKS)
     for (vid, f, aid), mask in truth.items():
         h, w, _ = VIDEOS[vid]
@@ -129,12 +134,12 @@ def test_malformed_json_names_file_line_and_column(tmp_path):
 
 
 def test_missing_file_and_unknown_category_raise(tmp_path, list_dataset):
-    with pytest.raises(CrossVISError, match="not found"):
+    with pytest.raises(CrossVISError, match="does not exist"):
         load_vis_annotations(tmp_path / "nope.json")
     raw = json.loads(list_dataset[0].read_text())
     raw["annotations"][0]["category_id"] = 1234
     (tmp_path / "cat.json").write_text(json.dumps(raw))
-    with pytest.raises(CrossVISError, match="annotation 55 has category_id 1234"):
+    with pytest.raises(CrossVISError, match=r"annotation 55 \(annotations\[\d\], video \d+\): unknown category_id 1234"):
         load_vis_annotations(tmp_path / "cat.json")
 
 
@@ -142,7 +147,8 @@ def test_rle_counts_that_do_not_cover_the_mask_raise(tmp_path, list_dataset):
     raw = json.loads(list_dataset[0].read_text())
     raw["annotations"][1]["segmentations"][3]["counts"].append(5)
     (tmp_path / "rle.json").write_text(json.dumps(raw))
-    with pytest.raises(CrossVISError, match="annotation 8: frame 3: uncompressed RLE counts do not sum"):
+    with pytest.raises(CrossVISError, match=r"rle\.json: annotation 8 \(annotations\[1\], video 10\): uncompressed RLE counts sum to 773, "
+                                             r"not h\*w = 24\*32 = 768 .* in frame 3"):
         load_vis_annotations(tmp_path / "rle.json")
 
 

@@ -43,7 +43,7 @@ def test_broken_copy_lists_every_problem(synth_copy, capsys):
     text = "\n".join(errors)
     assert f"missing frame file {missing}" in text
     assert "'length' is 6 but 'file_names' has 5 entries" in text
-    assert f"annotation {t0['id']} (video {t0['video_id']}): 'segmentations' has 4 entries but the video has 6" in text
+    assert f"annotation {t0['id']} (annotations[0], video {t0['video_id']}): 'segmentations' has 4 entries but the video has 6" in text
     assert "annotation id 0; ids must be non-zero" in text
     assert text.count(f"annotation id {data['annotations'][3]['id']} used by 2 annotations") == 2
     assert "unknown category_id 77" in text

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from crossvis.cli import main as cli_main
 from crossvis.deploy.convert import convert_checkpoint, map_official_key, read_official_checkpoint
 from crossvis.models import build_model
-from crossvis.recipes import load_recipe
+from crossvis.recipes import load_recipe, to_plain
 from crossvis.errors import CrossVISError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -118,7 +118,8 @@ def test_converted_model_computes_the_official_layers(converted):
             assert torch.allclose(body.relu(body.bn1(body.conv1(image))), ref, atol=1e-4)
 
 
-def test_condinst_80_class_checkpoint_into_40_class_crossvis(tmp_path, capsys):
+def test_condinst_80_class_checkpoint_into_40_class_crossvis(tmp_path, caplog):
+    caplog.set_level("INFO", logger="crossvis")
     state = OrderedDict((k, v) for k, v in random_state("dla", seed=3).items()
                         if ".reid_" not in k and not k.startswith("cls."))
     head = "proposal_generator.fcos_head."
@@ -134,7 +135,7 @@ def test_condinst_80_class_checkpoint_into_40_class_crossvis(tmp_path, capsys):
             "proxies.bias"} <= set(report.load.missing)
     assert not report.load.unexpected
     assert sorted(report.dropped) == ["mask_head._iter", "mask_head.sizes_of_interest"]
-    out = capsys.readouterr().out
+    out = caplog.text   # the conversion table is logged (the CLI prints it)
     assert "80 classes in the checkpoint and 40 in the model" in out
     ckpt = torch.load(tmp_path / "out.pth", weights_only=True)
     model = build_model(load_recipe(tmp_path / "out.yaml"))
@@ -194,3 +195,35 @@ def test_cli_convert_and_arch_mismatch(tmp_path, capsys):
 ])
 def test_key_mapping_table(key, expected):
     assert map_official_key(key) == expected
+
+
+#: parameters of the official models with 40 classes and 3774 identity proxies (the official code, instantiated)
+OFFICIAL_PARAMETERS = {"r50": 37_417_569, "r101": 56_357_473, "dla": 27_365_199}
+PACKAGED = {"r50": "crossvis:official_crossvis_R50", "r101": "crossvis:official_crossvis_R101",
+            "dla": "crossvis:official_crossvis_DLA34"}
+
+
+def test_converted_recipe_is_the_packaged_official_one(converted):
+    arch, state, _, ckpt, model = converted
+    written = to_plain(load_recipe(ckpt.with_suffix(".yaml")))
+    packaged = to_plain(load_recipe(PACKAGED[arch]))
+    assert state["cls.weight"].shape[0] == packaged["model"]["num_identities"] == 3774
+    assert written == packaged
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMETERS[arch]
+    m = written["model"]
+    # Base-CrossVIS.yaml / test_vis.py of the official code
+    assert (m["input_format"], m["pixel_mean"], m["pixel_std"]) == ("BGR", [103.53, 116.28, 123.675], [1.0, 1.0, 1.0])
+    assert (m["min_size_test"], m["max_size_test"], m["score_threshold"], m["nms_threshold"],
+            m["pre_nms_topk"], m["max_detections"]) == (360, 640, 0.05, 0.6, 1000, 100)
+    assert m["fcos_loss"] == {"type": "fcos", "focal_alpha": 0.25, "focal_gamma": 2.0}
+    assert m["backbone_grad_scale"] == 0.1 and m["crossover"] is True
+    assert written["tracker"] == {"type": "crossvis", "new_track_threshold": 0.4}
+    assert m["sizes_of_interest"] == ([64, 128] if arch == "dla" else [64, 128, 256, 512])
+
+
+def test_packaged_r101_is_r50_with_a_deeper_resnet():
+    r50, r101 = (to_plain(load_recipe(PACKAGED[a])) for a in ("r50", "r101"))
+    assert r101["model"]["backbone"] == {**r50["model"]["backbone"], "depth": 101}
+    assert r50["model"]["backbone"]["stride_in_1x1"] is True and r50["model"]["backbone"]["norm"] == "FrozenBN"
+    r101["model"]["backbone"]["depth"] = 50
+    assert r101 == r50

@@ -8,7 +8,7 @@ import torch
 
 from crossvis.cli import main as cli_main
 from crossvis.deploy.export import (FlatNetwork, export_network, load_exported, onnx_available, output_names,
-                                    predict_from_outputs)
+                                    predict_from_outputs, unflatten_outputs)
 from crossvis.models import build_model
 from crossvis.recipes import load_recipe
 from crossvis.errors import CrossVISError
@@ -50,7 +50,7 @@ def test_exported_graph_matches_eager_and_predict(model_and_ckpt, tmp_path, caps
     assert len(got) == len(names) == 5 * 3 + 1
     for name, tensor in zip(names, got):
         kind, _, level = name.partition(".")
-        want = eager[kind][int(level)] if level else eager[kind]
+        want = getattr(eager, kind)[int(level)] if level else getattr(eager, kind)
         assert tensor.shape == want.shape, name
         assert torch.allclose(tensor, want, atol=1e-5, rtol=1e-5), name
 
@@ -91,3 +91,24 @@ def test_onnx_export_or_clear_error(model_and_ckpt, tmp_path):
         return
     path = export_network(model, tmp_path / "net.onnx", fmt="onnx", height=64, width=96)
     assert path.stat().st_size > 0
+
+
+def test_flat_outputs_unflatten_to_the_network_outputs(model_and_ckpt):
+    model, _ = model_and_ckpt
+    images = torch.randn(1, 3, 64, 96)
+    names = output_names(model)
+    with torch.no_grad():
+        flat, eager = FlatNetwork(model)(images), model.forward_network(images)
+    back = unflatten_outputs(names, flat)
+    assert set(back.present()) == set(eager.present()) == {"cls_logits", "bbox_reg", "ctrness", "controller",
+                                                           "embeddings", "mask_feats"}
+    for name, value in eager.present().items():
+        got = back.present()[name]
+        assert all(torch.equal(a, b) for a, b in zip(got if isinstance(got, list) else [got],
+                                                     value if isinstance(value, list) else [value])), name
+    with pytest.raises(CrossVISError, match="gave 15 outputs for 16 names"):
+        unflatten_outputs(names, flat[:-1])
+    with pytest.raises(CrossVISError, match="'scores.0' is not a network output"):
+        unflatten_outputs(["scores.0", *names[1:]], flat)
+    with pytest.raises(CrossVISError, match="lack mask_feats"):
+        unflatten_outputs(names[:-1], flat[:-1])

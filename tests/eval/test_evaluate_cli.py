@@ -48,4 +48,4 @@ def test_malformed_results_exit_2(tmp_path, capsys):
     args[args.index("--results") + 1] = str(bad)
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not valid JSON" in err and "line 1 column 3" in err
+    assert err.count("\n") == 1 and f"{bad}:1:3: malformed JSON in the results file" in err

@@ -145,9 +145,9 @@ def test_track_without_occlusion_names_its_id():
 
 @pytest.mark.parametrize("labels, message", [
     ([None, None], r"track id 5: every 'occlusion' label is null"),
-    ([], r"track id 5: every 'occlusion' label is null"),
+    ([], r"annotation 5 \(annotations\[0\], video 1\): 'occlusion' has 0 entries but the video has 2 frames"),
     ([NO, "partial"], r"track id 5: unknown occlusion label 'partial' in frame 1"),
-    ("no_occlusion", r"track id 5: 'occlusion' must be a list"),
+    ("no_occlusion", r"annotation 5 \(annotations\[0\], video 1\): 'occlusion' has str entries"),
 ])
 def test_unusable_occlusion_labels(labels, message):
     track = gt_track(5, BOX_A, [NO, NO])
@@ -163,14 +163,15 @@ def test_prediction_length_must_equal_the_video_length(frames):
     with pytest.raises(CrossVISError, match=rf"prediction #1 \(video_id 1\) has {frames} 'segmentations' "
                                             r"entries but the video has 2 frames"):
         evaluate_ovis(gt, results)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        evaluate_ytvis(gt, results)  # YouTube-VIS truncates instead
+    # YouTube-VIS scores the shorter list, as officially, and says so
+    with pytest.warns(UserWarning, match=rf"prediction #1 \(video_id 1\) has {frames} 'segmentations' entries but "
+                                         r"the video has 2 frames; they are scored over the shorter"):
+        evaluate_ytvis(gt, results)
 
 
 def test_ground_truth_length_must_equal_the_video_length():
     gt = ground_truth(gt_track(4, BOX_A, [NO, NO, NO]))  # the video has 2 frames
-    with pytest.raises(CrossVISError, match=r"track id 4 has 3 'segmentations' entries but video 1 has 2 frames"):
+    with pytest.raises(CrossVISError, match=r"annotation 4 \(annotations\[0\], video 1\): 'segmentations' has 3 entries but the video has 2 frames"):
         YTVISEvaluator(gt, protocol="ovis")
 
 

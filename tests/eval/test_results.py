@@ -73,10 +73,10 @@ def test_submission_zip_needs_results_file(tmp_path):
     ('{"a": 1}', "must be a JSON list"),
     ("[]", "has no predictions"),
     ('[{"video_id": 1, "category_id": 1, "score": 1, "segmentations": [{"size": [2, 2], "counts": [0, 4]}]}]',
-     "prediction #0 frame 0: uncompressed RLE"),
+     r"prediction #0 frame 0 \(video_id 1\): uncompressed RLE"),
     ('[{"video_id": 1, "category_id": 1, "score": 1, "segmentations": [[[0, 0, 1, 0, 1, 1]]]}]',
      "must be compressed RLE"),
-    ('[1, 2', "line 1 column 6"),
+    ('[1, 2', r"r\.json:1:6: malformed JSON"),
 ])
 def test_load_results_errors(tmp_path, content, expected):
     path = tmp_path / "r.json"

@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from crossvis.eval import YTVISEvaluator, cocovid_to_ytvis, evaluate_ytvis, is_cocovid
-from crossvis.eval.jsonio import read_json
+from crossvis.formats import read_json
 from crossvis.errors import CrossVISError
 
 from ytvis_cases import make_case, rect_mask, rle
@@ -160,7 +160,7 @@ def test_malformed_json_names_file_line_and_column(tmp_path):
     bad = tmp_path / "results.json"
     bad.write_text('[{"video_id": 1,\n  "score": }]')
     message = _error(FIXTURES / "ann_cocovid.json", bad)
-    assert str(bad) in message and "line 2 column 12" in message
+    assert f"{bad}:2:12: malformed JSON" in message
 
 
 def test_missing_file():

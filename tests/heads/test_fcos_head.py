@@ -51,12 +51,29 @@ def test_outputs_per_level():
     assert head.strides == [8, 16, 32]
     for level, f in enumerate(feats):
         hw = f.shape[-2:]
-        assert out["cls_logits"][level].shape == (2, 3, *hw)
-        assert out["bbox_reg"][level].shape == (2, 4, *hw)
-        assert out["ctrness"][level].shape == (2, 1, *hw)
-        assert out["bbox_features"][level].shape == (2, 32, *hw)
-        assert out["embeddings"][level].shape == (2, 16, *hw)
-        assert (out["bbox_reg"][level] >= 0).all()
+        assert out.cls_logits[level].shape == (2, 3, *hw)
+        assert out.bbox_reg[level].shape == (2, 4, *hw)
+        assert out.ctrness[level].shape == (2, 1, *hw)
+        assert out.bbox_features[level].shape == (2, 32, *hw)
+        assert out.embeddings[level].shape == (2, 16, *hw)
+        assert (out.bbox_reg[level] >= 0).all()
+    assert out.embed_features is None
+
+
+def test_sparse_embedding_outputs_hold_the_tower_features_and_project_to_the_dense_embeddings():
+    torch.manual_seed(0)
+    shapes = {"p3": ShapeSpec(32, 8), "p4": ShapeSpec(32, 16)}
+    head = FCOSHead(shapes, num_classes=3, num_convs=1, embed_dim=16).eval()
+    feats = [torch.randn(1, 32, 6, 10), torch.randn(1, 32, 3, 5)]
+    dense, sparse = head(feats), head(feats, dense_embeddings=False)
+    assert sparse.embeddings is None and len(sparse.embed_features) == 2
+    for level, f in enumerate(feats):
+        assert sparse.embed_features[level].shape == (1, 32, *f.shape[-2:])
+        index = torch.tensor([0, 7, f.shape[-2] * f.shape[-1] - 1])
+        expected = dense.embeddings[level][0].flatten(1)[:, index].t()
+        torch.testing.assert_close(head.embeddings_at(sparse.embed_features[level][0], index), expected)
+    plain = FCOSHead(shapes, num_classes=3, num_convs=1)(feats)
+    assert plain.embeddings is None and plain.embed_features is None
 
 
 def test_bbox_reg_is_relu_of_scaled_prediction():
@@ -66,7 +83,7 @@ def test_bbox_reg_is_relu_of_scaled_prediction():
         head.scales[0].scale.fill_(-2.0)
     x = torch.randn(1, 32, 4, 4)
     raw = head.bbox_pred(head.bbox_tower(x))
-    torch.testing.assert_close(head([x])["bbox_reg"][0], torch.relu(-2.0 * raw))
+    torch.testing.assert_close(head([x]).bbox_reg[0], torch.relu(-2.0 * raw))
 
 
 def test_errors_name_the_recipe_key():

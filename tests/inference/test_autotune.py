@@ -39,7 +39,8 @@ def _batches(model: torch.nn.Module) -> tuple[list[torch.Tensor], list[list[tupl
 
 def _maps(outputs: dict) -> dict[str, torch.Tensor]:
     flat = {}
-    for key, value in outputs.items():
+    items = outputs.present() if hasattr(outputs, "present") else outputs
+    for key, value in items.items():
         for level, tensor in enumerate(value if isinstance(value, list) else [value]):
             flat[f"{key}.{level}"] = tensor
     return flat
@@ -126,7 +127,11 @@ def test_a_candidate_failing_the_accuracy_guard_is_not_chosen(tmp_path, monkeypa
     def build(name, model, calibration=()):
         if name != "fp32-cl":
             return real_build(name, model, calibration)
-        wrong = dict(cached_outputs, mask_feats=-cached_outputs["mask_feats"])
+        if isinstance(cached_outputs, dict):
+            wrong = dict(cached_outputs, mask_feats=-cached_outputs["mask_feats"])
+        else:
+            from dataclasses import replace
+            wrong = replace(cached_outputs, mask_feats=-cached_outputs.mask_feats)
         return NetworkBackend("fp32-cl", lambda batch: wrong)
 
     monkeypatch.setattr(tuner, "build_backend", build)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torchvision.ops import box_iou
+from tracking_fixtures import single_thread  # noqa: F401 (autouse fixture: one thread, far faster on a loaded CPU)
 
 from crossvis.inference.fast import (FastInference, FastSettings, cpu_supports_bf16, fast_settings,
                                   resolve_autocast_dtype)
@@ -53,10 +54,11 @@ def test_mixed_precision_network_outputs_are_float32_and_close():
         reference = model.forward_network(batch)
     fast = FastInference(model, FastSettings(dtype="bf16"))
     assert fast.autocast_dtype == torch.bfloat16
-    outputs = fast.network_outputs(batch)
-    assert set(outputs) == set(reference)
+    outputs = fast.network_outputs(batch).present()
+    assert set(outputs) == set(reference.present()) == {"cls_logits", "bbox_reg", "ctrness", "controller",
+                                                        "embeddings", "mask_feats"}
     differs = False
-    for key, ref in reference.items():
+    for key, ref in reference.present().items():
         got = outputs[key] if isinstance(outputs[key], list) else [outputs[key]]
         ref = ref if isinstance(ref, list) else [ref]
         for a, b in zip(got, ref):
@@ -103,17 +105,35 @@ def test_non_condinst_model_is_rejected():
         FastInference(torch.nn.Linear(2, 2))
 
 
-def test_predictor_fast_flag_and_recipe_switch_use_the_fast_path():
+def test_predictor_fast_flag_and_recipe_switch_use_the_fast_runner():
     import numpy as np
 
     from crossvis.inference.predictor import Predictor
 
     frame = np.ascontiguousarray(_frames()[0].permute(1, 2, 0).numpy())
     plain = Predictor(RECIPE, device="cpu")
-    assert not plain.fast and plain._forward.__self__ is plain
+    assert not plain.fast and plain.runner == plain.model.predict
     flagged = Predictor(RECIPE, device="cpu", fast=True)
-    assert flagged.fast and isinstance(flagged._forward.__self__, FastInference)
+    assert flagged.fast and isinstance(flagged.runner, FastInference) and flagged.runner.model is flagged.model
     switched = Predictor(load_recipe(RECIPE, ["inference.fast=true", "inference.dtype=fp32"]), device="cpu")
-    assert switched.fast and switched._forward.__self__.autocast_dtype is None
+    assert switched.fast and switched.runner.autocast_dtype is None
     out = next(iter(flagged.track([frame])))
     assert out.masks.shape[1:] == (60, 90)
+
+
+def test_online_predictor_with_the_fast_runner_tracks_like_the_plain_one():
+    import numpy as np
+
+    from crossvis.inference.predictor import OnlinePredictor
+
+    frames = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in _frames() * 2]
+    plain = OnlinePredictor(_model())
+    fast_model = _model()
+    fast = OnlinePredictor(fast_model, runner=FastInference(fast_model, FastSettings(dtype="fp32")))
+    for a, b in zip(plain.track(frames), fast.track(frames)):
+        assert len(a) == len(b) > 0
+        assert torch.equal(a.track_ids, b.track_ids) and torch.equal(a.labels, b.labels)
+        assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and torch.allclose(a.scores, b.scores, atol=1e-5)
+        assert (a.masks != b.masks).float().mean() < 1e-3
+    assert [e["score"] for e in plain.video_results(1)] == pytest.approx([e["score"] for e in fast.video_results(1)],
+                                                                          abs=1e-5)

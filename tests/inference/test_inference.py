@@ -14,7 +14,7 @@ from tracking_fixtures import save_checkpoint, single_thread, tiny_recipe  # noq
 from crossvis.cli import main
 from crossvis.data import generate_synthetic_dataset
 from crossvis.inference.runner import run_inference
-from crossvis.inference.predictor import Predictor
+from crossvis.inference.predictor import OnlinePredictor, Predictor
 from crossvis.eval import METRIC_KEYS, evaluate_ytvis
 from crossvis.structures import FrameDetections
 
@@ -52,7 +52,7 @@ class TwoVideos:
 
 def test_run_inference_streams_every_video_and_maps_categories():
     dataset = TwoVideos()
-    predictor = Predictor.from_model(OneBoxModel(), tiny_recipe())
+    predictor = OnlinePredictor(OneBoxModel())
     results = run_inference(predictor, dataset, progress=False)
     assert [(r["video_id"], r["category_id"], len(r["segmentations"])) for r in results] == [(11, 9, 2), (12, 9, 3)]
     assert results[1]["segmentations"][2]["size"] == [6, 5]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tracking_fixtures import save_checkpoint, single_thread, synthetic_frames, tiny_recipe  # noqa: F401 (autouse fixture)
 
-from crossvis.inference.predictor import Predictor
+from crossvis.inference.predictor import OnlinePredictor, Predictor, build_tracker
 from crossvis.structures import CrossVISError, FrameDetections, TrackedInstances
 from crossvis.trackers import CrossVISTracker, MaskTrackScoringTracker
 
@@ -145,22 +145,56 @@ def det(boxes, scores, labels, emb, size=(40, 60)) -> FrameDetections:
                            torch.tensor(labels), size, masks, embeddings)
 
 
-def test_from_model_runs_the_official_tracker_through_forward():
+def test_online_predictor_runs_the_official_tracker_through_its_runner():
     plan = [det([[0, 0, 10, 10], [30, 0, 40, 10]], [0.9, 0.8], [0, 2], [[1, 0], [0, 1]]),
             FrameDetections.empty((40, 60), embed_dim=2),
             det([[31, 0, 41, 10], [0, 0, 10, 10], [1, 1, 10, 10]], [0.85, 0.7, 0.6], [2, 0, 0],
                 [[0, 1], [1, 0], [1, 0]])]
-    predictor = Predictor.from_model(PlannedModel(plan), tiny_recipe())
+    model = PlannedModel(plan)
     calls = []
-    original = predictor._forward
-    predictor._forward = lambda images: calls.append(len(images)) or original(images)
+
+    def runner(images):
+        calls.append(len(images))
+        return model.predict(images)
+
+    predictor = OnlinePredictor(model, runner=runner)
+    assert isinstance(predictor.tracker, CrossVISTracker) and predictor.device == torch.device("cpu")
     out = list(predictor.track([np.zeros((40, 60, 3), np.uint8)] * 3))
-    assert calls == [1, 1, 1]
+    assert calls == [1, 1, 1] and model.calls == 3
     assert [o.track_ids.tolist() for o in out] == [[0, 1], [], [1, 0]]  # third detection lost to the second
     entries = predictor.video_results(3)
     assert [e["category_id"] for e in entries] == [1, 3]
     assert entries[0]["score"] == pytest.approx((0.9 + 0.7) / 2)
     assert [s is None for s in entries[1]["segmentations"]] == [False, True, False]
+
+
+def test_online_predictor_from_parts_tracks_like_the_recipe_predictor(tmp_path, predictor):
+    ckpt = save_checkpoint(predictor.model, tmp_path / "model.pth")
+    recipe = tiny_recipe()
+    recipe["tracker"] = {"type": "crossvis", "max_age": 1}
+    from_recipe = Predictor(recipe, checkpoint=ckpt)
+    torch.manual_seed(7)  # a different random init, overwritten by the same weights
+    model = Predictor(tiny_recipe()).model
+    model.load_state_dict(torch.load(ckpt, weights_only=True)["model"])
+    categories = [{"id": 4, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 9, "name": "eel"}]
+    from_parts = OnlinePredictor(model, tracker=build_tracker(recipe), categories=categories, device="cpu")
+    assert from_parts.tracker.max_age == 1 and from_parts.category_name(1) == "dog"
+    frames = synthetic_frames(3, 72, 100)
+    a, b = list(from_recipe.track(frames)), list(from_parts.track(frames))
+    assert sum(len(x) for x in a) > 0
+    for x, y in zip(a, b):
+        for key in ("track_ids", "scores", "labels", "boxes", "masks"):
+            assert torch.equal(getattr(x, key), getattr(y, key)), key
+    expected = from_recipe.video_results(2)
+    got = from_parts.video_results(2)
+    ids = {0: 4, 1: 7, 2: 9}  # the recipe predictor has no categories: id = label + 1
+    assert [ids[e["category_id"] - 1] for e in expected] == [e["category_id"] for e in got]
+    assert [(e["score"], e["segmentations"]) for e in expected] == [(e["score"], e["segmentations"]) for e in got]
+
+
+def test_online_predictor_rejects_categories_that_do_not_fit_the_model():
+    with pytest.raises(CrossVISError, match="2 categories but the model predicts 3"):
+        OnlinePredictor(PlannedModel([]), categories=[{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
 
 
 def test_fast_flag_is_stored():

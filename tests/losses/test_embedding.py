@@ -255,3 +255,22 @@ def test_pairwise_rejects_bad_arguments():
         PairwiseEmbeddingLoss(scale=0.0)
     with pytest.raises(CrossVISError, match="gamma"):
         PairwiseEmbeddingLoss(gamma=-1.0)
+
+
+def test_pairwise_reference_gt_without_positives_is_a_candidate():
+    """MaskTrack R-CNN: every reference GT is a candidate. Anchor e = (1, 0) has identity 7; the
+    reference frame's positives all belong to identity 3 (embedding (0, 1)); identity 7 has no
+    positive location and enters through its box-centre embedding (2, 0).
+    all:       logits [0, e·(0,1) = 0, e·(2,0) = 2], target id 7 → -log(e² / (2 + e²));
+    positives: logits [0, 0], target "new" → log 2."""
+    anchor, anchor_ids = torch.tensor([[1.0, 0.0]]), torch.tensor([7])
+    reference, reference_ids = torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.tensor([3, 3])
+    gt_emb, gt_ids = torch.tensor([[5.0, 5.0], [2.0, 0.0]]), torch.tensor([3, 7])  # id 3's entry is unused
+    extra = dict(reference_gt_embeddings=gt_emb, reference_gt_ids=gt_ids)
+    got = PairwiseEmbeddingLoss()(anchor, anchor_ids, reference, reference_ids, **extra)
+    torch.testing.assert_close(got, torch.tensor(-math.log(math.exp(2) / (2 + math.exp(2)))))
+    positives_only = PairwiseEmbeddingLoss(candidates="positives")(anchor, anchor_ids, reference, reference_ids,
+                                                                   **extra)
+    torch.testing.assert_close(positives_only, torch.tensor(math.log(2.0)))
+    with pytest.raises(CrossVISError, match="candidates"):
+        PairwiseEmbeddingLoss(candidates="some")

@@ -127,6 +127,8 @@ def test_r50_recipe_builds_and_predicts_360x640():
 
 
 def test_build_model_needs_num_classes():
-    recipe = load_recipe(RECIPES / "condinst_R50.yaml")
+    recipe = load_recipe(RECIPES / "condinst_R50.yaml", ["data.categories=null"])
     with pytest.raises(CrossVISError, match="num_classes"):
         build_model(recipe)
+    # the dataset base declares YouTube-VIS 2019's 40 categories
+    assert build_model(load_recipe(RECIPES / "condinst_R50.yaml")).num_classes == 40

@@ -58,9 +58,9 @@ def test_crossover_gradient_paths():
 
     def recording_forward(images):
         out = network_forward(images)
-        for t in [*out["controller"], out["mask_feats"]]:
+        for t in [*out.controller, out.mask_feats]:
             t.retain_grad()
-        captured.update(out)
+        captured["outputs"] = out
         return out
 
     model.network.forward = recording_forward
@@ -68,16 +68,16 @@ def test_crossover_gradient_paths():
     model([pair])["loss_cross_over"].backward()
     # anchor = batch item 0, reference = batch item 1
     _, targets = model.prepare_frames([pair["anchor"]])
-    anchor_out = {k: [v[0:1] for v in captured[k]] for k in ("cls_logits", "controller")}
-    assignment = model.criterion.assign(anchor_out, targets)
-    grads = torch.cat([g.grad[0].flatten(1) for g in captured["controller"]], dim=1).abs().sum(0)  # [L]
+    outputs = captured["outputs"]
+    assignment = model.criterion.assign(outputs.select(slice(0, 1)), targets)
+    grads = torch.cat([g.grad[0].flatten(1) for g in outputs.controller], dim=1).abs().sum(0)  # [L]
     positive_gt = assignment.gt_inds[assignment.positives]
     shared = assignment.positives[positive_gt == 1]  # anchor GT 1 (identity 1) is in the reference
     assert shared.numel() > 0 and grads[shared].gt(0).all()
     others = torch.ones_like(grads, dtype=torch.bool)
     others[shared] = False
     assert grads[others].abs().max() == 0  # only positives of an instance present in frame t+δ
-    assert captured["mask_feats"].grad[1].abs().sum() > 0  # frame t+δ mask features
+    assert outputs.mask_feats.grad[1].abs().sum() > 0  # frame t+δ mask features
 
 
 def test_identity_out_of_range_is_a_crossvis_error():

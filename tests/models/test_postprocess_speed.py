@@ -57,21 +57,21 @@ def _reference(model: CrossVIS, image: torch.Tensor) -> dict[str, torch.Tensor]:
         out = model.forward_network(batch)
     boxes, scores, labels, params, locs, levels, embeds = [], [], [], [], [], [], []
     for level, stride in enumerate(pp.strides):
-        cls = out["cls_logits"][level][0]
+        cls = out.cls_logits[level][0]
         lw = cls.shape[-1]
-        prob = cls.sigmoid().flatten(1).t() * out["ctrness"][level][0].sigmoid().flatten()[:, None]
+        prob = cls.sigmoid().flatten(1).t() * out.ctrness[level][0].sigmoid().flatten()[:, None]
         loc, lab = torch.nonzero(prob > pp.score_threshold, as_tuple=True)
         score = prob[loc, lab]
         if score.numel() > pp.pre_nms_topk:
             score, top = score.topk(pp.pre_nms_topk)
             loc, lab = loc[top], lab[top]
         xy = torch.stack([loc % lw, loc // lw], 1).float() * stride + stride // 2
-        reg = out["bbox_reg"][level][0].flatten(1)[:, loc].t() * stride
+        reg = out.bbox_reg[level][0].flatten(1)[:, loc].t() * stride
         boxes.append(torch.cat([xy - reg[:, :2], xy + reg[:, 2:]], 1))
         scores.append(score.sqrt())
         labels.append(lab)
-        params.append(out["controller"][level][0].flatten(1)[:, loc].t())
-        embeds.append(out["embeddings"][level][0].flatten(1)[:, loc].t())
+        params.append(out.controller[level][0].flatten(1)[:, loc].t())
+        embeds.append(out.embeddings[level][0].flatten(1)[:, loc].t())
         locs.append(xy)
         levels.append(torch.full_like(lab, level))
     c = [torch.cat(v) for v in (boxes, scores, labels, params, locs, levels, embeds)]
@@ -82,7 +82,7 @@ def _reference(model: CrossVIS, image: torch.Tensor) -> dict[str, torch.Tensor]:
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
     ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     head = model.mask_head
-    feats = out["mask_feats"][0]
+    feats = out.mask_feats[0]
     fh, fw = feats.shape[-2:]
     gy, gx = torch.meshgrid(torch.arange(fh) * 8.0 + 4, torch.arange(fw) * 8.0 + 4, indexing="ij")
     probs = []
@@ -123,12 +123,12 @@ def test_sparse_network_outputs_equal_dense_maps():
     with torch.no_grad():
         dense = model.network(images)
         sparse = model.network(images, dense=False)
-        assert "controller" not in sparse and "embeddings" not in sparse
+        assert sparse.controller is None and sparse.embeddings is None
         for level in range(len(model.network.strides)):
-            h, w = dense["controller"][level].shape[-2:]
+            h, w = dense.controller[level].shape[-2:]
             index = torch.tensor(sorted({0, w - 1, h * w - w, h * w - 1, (h // 2) * w + w // 2}))
             for key in ("controller", "embeddings"):
-                expected = dense[key][level][1].flatten(1)[:, index].t()
+                expected = getattr(dense, key)[level][1].flatten(1)[:, index].t()
                 torch.testing.assert_close(model.network.at_locations(sparse, key, 1, level, index), expected,
                                            rtol=1e-5, atol=1e-5)
                 assert torch.equal(model.network.at_locations(dense, key, 1, level, index), expected)

@@ -1,0 +1,175 @@
+"""The one validator of YouTube-VIS / OVIS results files (what the evaluator and the server read).
+
+A results file is a JSON list of predictions ``{"video_id": int, "category_id": int, "score":
+float, "segmentations": [mask or null per frame]}`` whose masks are compressed RLE
+``{"size": [h, w], "counts": str}`` at the video's original size.
+
+What the official evaluation (youtubevos/cocoapi ``ytvoseval.py`` ``loadRes``/``evaluateVid``)
+does with doubtful input, and what :func:`validate_results` does instead:
+
+* **score NaN or ±inf**: officially only used to sort (``np.argsort(-score)``), so NaN ranks last
+  and +inf first, silently. Here: an **error** (a non-finite score is a bug in the writer).
+* **score < 0 or > 1**: officially ranked like any other. Here: accepted and ranked the same, with
+  one **warning** (the evaluation only uses the order, but such scores usually mean logits).
+* **fewer or more ``segmentations`` than the video has frames**: ytvoseval silently walks the
+  shorter of the two lists; the OVIS evaluation asserts equal lengths. Here: a **warning** for
+  YouTube-VIS (scored as officially), an **error** with ``exact_length`` (OVIS).
+* **corrupt compressed RLE** (truncated or altered counts): pycocotools reads past the string or
+  loops practically forever. Here: an **error** naming the prediction and frame, before any
+  pycocotools call. Uncompressed RLE and polygons are errors too (the official code fails on them).
+* an empty list is an error (the official code crashes on it) unless ``allow_empty``; a video id
+  absent from the ground truth is an error (the official assert).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from crossvis.errors import CrossVISError
+from crossvis.formats.rle import check_compressed, check_size, short_repr
+
+__all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results"]
+
+REQUIRED_RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
+_ENCODE_HINT = "encode masks with pycocotools.mask.encode or crossvis.eval.encode_mask and store counts as a string"
+
+
+@dataclass(eq=False)
+class ResultEntry:
+    """One validated prediction.
+
+    Attributes:
+        index: its position in the results list.
+        segmentations: per frame ``{"size": [h, w], "counts": bytes}`` or None (falsy entries).
+        mask_areas: int64 [L], pixel count of each frame's mask (0 where absent).
+    """
+
+    index: int
+    video_id: Any
+    category_id: Any
+    score: float
+    segmentations: list[Optional[dict]]
+    mask_areas: np.ndarray
+
+
+def validate_results(results: Any, source: str = "results", *, frame_counts: Optional[Mapping[Any, int]] = None,
+                     exact_length: bool = False, allow_empty: bool = False) -> list[ResultEntry]:
+    """Validate a results list (the input is not modified) and return its predictions.
+
+    Args:
+        results: the parsed results JSON.
+        source: names the results in messages.
+        frame_counts: video id -> number of frames of the ground truth; when given, every
+            prediction's video must be listed and its frame count is compared.
+        exact_length: a frame count that differs from the video's is an error (OVIS), not a warning.
+        allow_empty: accept an empty list.
+
+    Raises:
+        CrossVISError: naming the first offending prediction (index, video, frame) and what to do.
+    """
+    if not isinstance(results, list):
+        raise CrossVISError(f"{source} must be a JSON list of predictions, got {type(results).__name__}")
+    if not results and not allow_empty:
+        raise CrossVISError(f"{source} has no predictions; the official evaluation cannot score an empty list "
+                            "(pass allow_empty=True to score it as all misses)")
+    entries: list[ResultEntry] = []
+    strings: list[tuple[int, int]] = []  # (prediction, frame) of every mask
+    counts: list[bytes] = []
+    sizes: list[tuple[int, int]] = []
+    out_of_range: list[int] = []
+    wrong_length: list[int] = []
+    for n, res in enumerate(results):
+        entry = _entry(res, n, source, frame_counts)
+        if not 0.0 <= entry.score <= 1.0:
+            out_of_range.append(n)
+        if frame_counts is not None and len(entry.segmentations) != frame_counts[entry.video_id]:
+            wrong_length.append(n)
+        segs = entry.segmentations
+        for f, seg in enumerate(res["segmentations"]):
+            if not seg and (seg is None or type(seg) in (list, dict)):
+                continue  # null, [] and {} are absent frames, as officially
+            rle = segs[f] = _rle_form(seg, source, n, f, entry.video_id)
+            strings.append((n, f))
+            counts.append(rle["counts"])
+            sizes.append(rle["size"])
+        entries.append(entry)
+    if strings:
+        problems, areas = check_compressed(counts, sizes)
+        if any(problems):
+            k = next(k for k, p in enumerate(problems) if p)
+            n, f = strings[k]
+            raise CrossVISError(f"{source}: prediction #{n} frame {f} (video_id {entries[n].video_id!r}): "
+                                f"{problems[k]}; {_ENCODE_HINT}")
+        for (n, f), area in zip(strings, areas.tolist()):
+            entries[n].mask_areas[f] = area
+    if wrong_length:
+        first = entries[wrong_length[0]]
+        message = (f"{source}: prediction #{first.index} (video_id {first.video_id!r}) has {len(first.segmentations)} "
+                   f"'segmentations' entries but the video has {frame_counts[first.video_id]} frames")
+        if exact_length:
+            raise CrossVISError(f"{message}; the OVIS evaluation needs one entry per frame (null where absent)")
+        more = f" (and {len(wrong_length) - 1} more predictions)" if len(wrong_length) > 1 else ""
+        warnings.warn(f"{message}{more}; they are scored over the shorter of the two lists as in the official "
+                      "evaluation - write one entry per frame (null where absent)", stacklevel=2)
+    if out_of_range:
+        first = entries[out_of_range[0]]
+        more = f" (and {len(out_of_range) - 1} more)" if len(out_of_range) > 1 else ""
+        warnings.warn(f"{source}: prediction #{first.index} has score {first.score!r} outside [0, 1]{more}; "
+                      "scores only rank the predictions (as in the official evaluation)", stacklevel=2)
+    return entries
+
+
+def _entry(res: Any, n: int, source: str, frame_counts: Optional[Mapping[Any, int]]) -> ResultEntry:
+    if not isinstance(res, dict):
+        raise CrossVISError(f"{source}: prediction #{n} must be a JSON object, got {type(res).__name__}")
+    missing = [k for k in REQUIRED_RESULT_KEYS if k not in res]
+    if missing:
+        raise CrossVISError(f"{source}: prediction #{n} has no {', '.join(map(repr, missing))} "
+                            f"(each needs {', '.join(REQUIRED_RESULT_KEYS)})")
+    for key in ("video_id", "category_id"):
+        if not (isinstance(res[key], (numbers.Integral, str)) and not isinstance(res[key], bool)):
+            raise CrossVISError(f"{source}: prediction #{n} has {key} {short_repr(res[key])}; it must be an integer id")
+    score = res["score"]
+    if not isinstance(score, numbers.Real) or isinstance(score, bool):
+        raise CrossVISError(f"{source}: prediction #{n} has a non-numeric score {short_repr(score)}")
+    if not math.isfinite(score):
+        raise CrossVISError(f"{source}: prediction #{n} (video_id {res['video_id']!r}) has score {score!r}; scores "
+                            "must be finite numbers (the official evaluation would silently rank NaN last)")
+    if frame_counts is not None and res["video_id"] not in frame_counts:
+        raise CrossVISError(f"{source}: prediction #{n} is for video_id {res['video_id']!r}, which is not in the "
+                            "annotations; results must only cover the annotated videos")
+    segs = res["segmentations"]
+    if not isinstance(segs, list):
+        raise CrossVISError(f"{source}: prediction #{n}: 'segmentations' must be a list (RLE or null per frame)")
+    return ResultEntry(n, res["video_id"], res["category_id"], float(score), [None] * len(segs),
+                       np.zeros(len(segs), dtype=np.int64))
+
+
+def _rle_form(seg: Any, source: str, n: int, frame: int, video_id: Any) -> dict:
+    """``seg`` as ``{"size": [h, w], "counts": bytes}``; raises unless it has the form of compressed RLE."""
+    if type(seg) is dict and type(seg.get("counts")) is str and "size" in seg and seg["counts"].isascii():
+        if check_size(seg["size"]) is None:  # the usual case, fast
+            return {"size": [seg["size"][0], seg["size"][1]], "counts": seg["counts"].encode("ascii")}
+    where = f"{source}: prediction #{n} frame {frame} (video_id {video_id!r})"
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        raise CrossVISError(f"{where}: a mask must be compressed RLE {{'size': [h, w], 'counts': str}} or null; "
+                            f"{_ENCODE_HINT}")
+    counts = seg["counts"]
+    if isinstance(counts, list):
+        raise CrossVISError(f"{where}: uncompressed RLE (counts is a list); the official evaluation needs compressed "
+                            f"RLE: {_ENCODE_HINT}")
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise CrossVISError(f"{where}: RLE 'counts' is not ASCII; {_ENCODE_HINT}")
+        counts = counts.encode("ascii")
+    elif not isinstance(counts, bytes):
+        raise CrossVISError(f"{where}: RLE 'counts' must be a string, got {type(counts).__name__}; {_ENCODE_HINT}")
+    problem = check_size(seg["size"])
+    if problem:
+        raise CrossVISError(f"{where}: {problem}")
+    return {"size": [int(seg["size"][0]), int(seg["size"][1])], "counts": counts}
