@@ -40,11 +40,11 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
     from torchvision.ops import batched_nms
 
     from crossvis.deploy.convert import official_recipe
-    from crossvis.inference.predictor import Predictor
+    from crossvis.inference.predictor import OnlinePredictor, build_tracker
     from crossvis.structures import FrameDetections, TrackedInstances
 
     model = bench.crossvis_model(arch, detections)
-    predictor = Predictor.from_model(model, official_recipe(arch), device="cpu")
+    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu")
     pp, net = model.postprocessor, model.network
     samples: dict[str, list[float]] = {}
     predictor.reset()
