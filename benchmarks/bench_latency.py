@@ -1,9 +1,9 @@
-"""Per-frame latency of CrossVIS (R-50, R-101, DLA-34) vs torchvision FCOS / Mask R-CNN, plus a FLOPs
-breakdown and the fast path's accuracy guard.
+"""Per-frame latency of CrossVIS (R-50, R-101, DLA-34) vs torchvision FCOS / Mask R-CNN, every network
+backend (crossvis.inference.backends) side by side, plus a FLOPs breakdown and the accuracy guard.
 
     python benchmarks/bench_latency.py [--arch r50,r101,dla34] [--frames 10] [--threads 2]   # latency table
     python benchmarks/bench_latency.py --flops                                               # GMAC per module
-    python benchmarks/bench_latency.py --accuracy RECIPE --checkpoint CKPT                   # fast vs fp32
+    python benchmarks/bench_latency.py --accuracy RECIPE --checkpoint CKPT                   # guard per backend
 
 ``crossvis bench [OPTIONS]`` runs this script from a source checkout; see benchmarks/README.md for what is timed.
 """
@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "crossvis" not in sys.modules:  # run as a script: this checkout's library, not an installed one
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import benchlib as bench  # noqa: E402  (benchmarks/benchlib.py)
-from benchlib import fast_accuracy, head_flops  # noqa: E402
+from benchlib import backend_accuracy, head_flops  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +31,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare the fast path with fp32 on the recipe's data.test and exit")
     parser.add_argument("--checkpoint", default=None, help="weights for --accuracy")
     parser.add_argument("--max-videos", type=int, default=None, help="videos used by --accuracy")
+    parser.add_argument("--accuracy-backends", default=",".join(_all_backends()),
+                        help="comma-separated backends checked by --accuracy")
     args, rest = parser.parse_known_args(argv)
     if args.flops:
         for key, gmac in head_flops().items():
             print(f"{key:<48}{gmac:>8.2f} GMAC")
         return 0
     if args.accuracy:
-        print(json.dumps(fast_accuracy(args.accuracy, args.checkpoint, args.max_videos), indent=1))
+        from crossvis.threads import configure_threads
+
+        configure_threads(None)
+        names = [n.strip() for n in args.accuracy_backends.split(",") if n.strip()]
+        table = backend_accuracy(args.accuracy, names, args.checkpoint, args.max_videos)
+        print(format_accuracy(table))
         return 0
     latency = argparse.ArgumentParser(prog="bench_latency.py")
     add_latency_parser(latency.add_subparsers())
@@ -53,12 +62,17 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="r50,r101,dla34", help="comma-separated subset of r50,r101,dla34")
     p.add_argument("--frames", type=int, default=10, help="timed frames per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up frames")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (0: the physical cores available to this process)")
+    p.add_argument("--backends", default=",".join(_all_backends()),
+                   help="comma-separated network backends timed side by side (crossvis.inference.backends); "
+                        "'' skips the table")
     p.add_argument("--detections", type=int, default=100, help="detections per frame for every model")
     p.add_argument("--modes", default="network,pipeline",
                    help="comma-separated subset of network,pipeline (CrossVIS)")
     p.add_argument("--no-fast", action="store_true", help="skip the fast path")
     p.add_argument("--no-baselines", action="store_true", help="skip the torchvision detectors")
+    p.add_argument("--baselines", default="fcos,maskrcnn", help="comma-separated torchvision detectors timed")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
 
 
@@ -69,8 +83,12 @@ def run_latency(args: argparse.Namespace) -> int:
 
     from crossvis.errors import CrossVISError
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    from crossvis.inference.autotune import cpu_model
+    from crossvis.threads import configure_threads
+
+    threads = configure_threads(args.threads if args.threads > 0 else None)
+    print(f"cpu: {cpu_model()}; torch {torch.__version__}; {threads} threads; load average "
+          f"{' '.join(f'{x:.2f}' for x in _loadavg())}", flush=True)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     unknown = sorted(set(archs) - set(bench.ARCHS))
     if unknown:
@@ -85,23 +103,76 @@ def run_latency(args: argparse.Namespace) -> int:
     rows = []
     reference = None
     if not args.no_baselines:
-        for name in ("fcos", "maskrcnn"):
+        for name in [b.strip() for b in args.baselines.split(",") if b.strip()]:
             for fast in speeds:
                 rows.append(bench.bench_torchvision(name, timed, fast=fast, **kw))
                 print(bench.format_rows(rows[-1:]).splitlines()[1], flush=True)
         reference = rows[0]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    candidate_tables = []
     for arch in archs:
+        if backends and "network" in modes:
+            table = bench.bench_backends(arch, timed, backends, **kw)
+            candidate_tables.append((arch, table))
+            print(format_candidates(arch, table, reference), flush=True)
         for mode in modes:
             fn = bench.bench_network if mode == "network" else bench.bench_pipeline
             for fast in speeds:
                 rows.append(fn(arch, timed, fast=fast, **kw))
                 print(bench.format_rows(rows[-1:]).splitlines()[1], flush=True)
     print()
+    for arch, table in candidate_tables:
+        print(format_candidates(arch, table, reference))
+        print()
     print(bench.format_rows(rows, reference))
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.as_dict() for r in rows], f, indent=1)
     return 0
+
+
+def _all_backends() -> list[str]:
+    from crossvis.inference.backends import BACKENDS
+
+    return list(BACKENDS)
+
+
+def _loadavg() -> tuple[float, ...]:
+    import os
+
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
+
+
+def format_candidates(arch: str, table: list, reference: "bench.BenchResult | None") -> str:
+    """Every backend of one architecture: network ms, ratios to fp32 (and FCOS), the guard's mask IoU."""
+    fp32 = next((r for r, *_ in table if r.mode == "network-fp32"), None)
+    head = f"{'crossvis-' + arch + ' network':<26}{'median ms':>10}{'cpu ms':>9}{'/fp32':>7}{'/FCOS':>7}" \
+           f"{'mask IoU':>10}{'build s':>9}  status"
+    lines = [head]
+    for r, iou, build_s, why in table:
+        name = r.mode.removeprefix("network-")
+        rel = r.median_ms / fp32.median_ms if fp32 else float("nan")
+        ref = r.median_ms / reference.median_ms if reference else float("nan")
+        status = why or ("ok" if iou >= 0.98 else "fails the guard (IoU < 0.98)")
+        lines.append(f"{name:<26}{r.median_ms:>10.1f}{r.cpu_median_ms:>9.1f}{rel:>7.2f}{ref:>7.2f}"
+                     f"{iou:>10.3f}{build_s:>9.1f}  {status}")
+    return "\n".join(lines)
+
+
+def format_accuracy(table: dict) -> str:
+    """The accuracy guard per backend: mask IoU vs fp32 (≥ 0.98) and AP within ±1 point."""
+    lines = [f"{'backend':<15}{'mask IoU':>10}{'AP':>8}{'dAP':>8}  guard"]
+    for name, row in table.items():
+        if "skipped" in row:
+            lines.append(f"{name:<15}{'':>26}  skipped: {row['skipped']}")
+            continue
+        ok = row["mask_iou"] >= 0.98 and abs(row["dAP"]) <= 1.0
+        lines.append(f"{name:<15}{row['mask_iou']:>10.3f}{row['AP']:>8.2f}{row['dAP']:>+8.2f}  "
+                     f"{'pass' if ok else 'FAIL'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

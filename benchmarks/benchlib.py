@@ -31,7 +31,7 @@ from torch import nn
 from crossvis.errors import CrossVISError
 
 __all__ = ["BenchResult", "synthetic_frames", "crossvis_model", "torchvision_detector", "time_per_frame",
-           "peak_rss_mib", "current_rss_mib", "fast_accuracy", "head_flops", "bench_network", "bench_pipeline", "bench_torchvision", "format_rows"]
+           "peak_rss_mib", "current_rss_mib", "fast_accuracy", "backend_accuracy", "bench_backends", "head_flops", "bench_network", "bench_pipeline", "bench_torchvision", "format_rows"]
 
 ARCHS = ("r50", "r101", "dla34")
 
@@ -134,43 +134,102 @@ def _to_tensor(frame: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frame).permute(2, 0, 1).contiguous()
 
 
+def _bench_batches(model: nn.Module, frames: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], list[list]]:
+    batches, sizes = [], []
+    for f in frames:
+        batch, size = model.preprocessor.batch([model.preprocessor.resize_for_test(_to_tensor(f))])
+        batches.append(batch)
+        sizes.append(size)
+    return batches, sizes
+
+
 def bench_network(arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
-                  num_detections: int = 100) -> BenchResult:
-    """Network only (normalised padded batch → raw per-level maps), fp32 or the fast path."""
-    from crossvis.inference.fast import FastInference
+                  num_detections: int = 100, backend: Optional[str] = None) -> BenchResult:
+    """Network only (normalised padded batch → raw per-level maps) with one backend of
+    :mod:`crossvis.inference.backends` (``backend``; ``fast=True`` means the autotuned choice)."""
+    from crossvis.inference.autotune import AutotuneSettings, autotune
 
     model = crossvis_model(arch, num_detections)
-    batches = [model.preprocessor.batch([model.preprocessor.resize_for_test(_to_tensor(f))])[0] for f in frames]
-    if fast:
-        runner = FastInference(model)
-        step = runner.network_outputs
-    else:
-        def step(batch: torch.Tensor) -> Any:
-            with torch.inference_mode():
-                return model.forward_network(batch)
-    return _result(f"crossvis-{arch}", "network-fast" if fast else "network-fp32", time_per_frame(step, batches, warmup))
+    batches, sizes = _bench_batches(model, frames)
+    name = backend or ("auto" if fast else "fp32")
+    tuned = autotune(model, batches[:2], sizes[:2], AutotuneSettings(backend=name, cache=False))
+    try:
+        times = time_per_frame(tuned.backend, batches, warmup)
+    finally:
+        tuned.backend.close()
+    return _result(f"crossvis-{arch}", f"network-{tuned.name}" if name != "auto" else f"net-auto:{tuned.name}",
+                   times)
+
+
+def bench_backends(arch: str, frames: Sequence[np.ndarray], names: Sequence[str], warmup: int = 2,
+                   num_detections: int = 100) -> list[tuple[BenchResult, float, float, str]]:
+    """Every backend in ``names`` on the same model and frames, network only.
+
+    Returns per backend ``(timing, mask IoU vs fp32 on these frames, build seconds, skip reason)``;
+    a skipped backend has a NaN timing. The IoU is :func:`crossvis.inference.autotune.mask_agreement`
+    of the post-processed detections (the fixed ``num_detections`` per frame) against fp32.
+    """
+    from crossvis.inference.autotune import mask_agreement
+    from crossvis.inference.backends import backend_unavailable, build_backend
+
+    model = crossvis_model(arch, num_detections)
+    batches, sizes = _bench_batches(model, frames)
+
+    def detections(outputs_of: Callable[[torch.Tensor], Any]) -> list:
+        with torch.inference_mode():
+            return [d for b, s in zip(batches, sizes)
+                    for d in model.postprocessor(outputs_of(b), s, s, gather=model.network.at_locations)]
+
+    reference = detections(build_backend("fp32", model))
+    rows = []
+    for name in names:
+        nan = BenchResult(f"crossvis-{arch}", f"network-{name}", *([float("nan")] * 4), 0, torch.get_num_threads())
+        why = backend_unavailable(name, model.device)
+        if why:
+            rows.append((nan, float("nan"), float("nan"), why))
+            continue
+        start = time.perf_counter()
+        try:
+            backend = build_backend(name, model, batches[:2])
+            backend(batches[0])
+        except Exception as exc:  # noqa: BLE001 - report the failure, keep benchmarking the others
+            rows.append((nan, float("nan"), float("nan"), f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+            continue
+        build_s = time.perf_counter() - start
+        timing = _result(f"crossvis-{arch}", f"network-{name}", time_per_frame(backend, batches, warmup))
+        rows.append((timing, mask_agreement(reference, detections(backend)), build_s, ""))
+        backend.close()
+    return rows
 
 
 def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
-                   num_detections: int = 100) -> BenchResult:
-    """The full online pipeline: H×W×3 uint8 frame → ``Predictor.track`` → tracked instances."""
+                   num_detections: int = 100, backend: Optional[str] = None) -> BenchResult:
+    """The full online pipeline: H×W×3 uint8 frame → ``Predictor.track`` → tracked instances.
+
+    ``fast=True`` runs the network through :class:`~crossvis.inference.autotune.TunedInference`
+    (measured choice on the first frame, uncached; ``backend`` pins one); the tuning happens in the
+    untimed warm-up frames.
+    """
     from crossvis.deploy.convert import official_recipe
-    from crossvis.inference.fast import FastInference
+    from crossvis.inference.autotune import AutotuneSettings, TunedInference
     from crossvis.inference.predictor import OnlinePredictor, build_tracker
 
     model = crossvis_model(arch, num_detections)
-    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu",
-                                runner=FastInference(model) if fast else None)
+    tuned = None
+    if fast or backend:
+        tuned = TunedInference(model, AutotuneSettings(backend=backend or "auto", cache=False))
+    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu", runner=tuned)
     counts: list[int] = []
-    stream = predictor.track(_repeat(frames, warmup))
-    for _ in range(warmup):
+    stream = predictor.track(_repeat(frames, max(warmup, 1) if tuned else warmup))
+    for _ in range(max(warmup, 1) if tuned else warmup):
         next(stream)
     times = []
     for _ in frames:
         wall, cpu = time.perf_counter(), time.process_time()
         counts.append(len(next(stream).track_ids))
         times.append((time.perf_counter() - wall, time.process_time() - cpu))
-    return _result(f"crossvis-{arch}", "pipeline-fast" if fast else "pipeline-fp32", times, float(np.mean(counts)))
+    mode = "pipeline-fp32" if tuned is None else f"pipe-{'auto:' if not backend else ''}{tuned.result.name}"
+    return _result(f"crossvis-{arch}", mode, times, float(np.mean(counts)))
 
 
 def _repeat(frames: Sequence[np.ndarray], warmup: int) -> Iterable[np.ndarray]:
@@ -252,22 +311,25 @@ def current_rss_mib() -> float:
     return float("nan")
 
 
-def fast_accuracy(recipe: Any, checkpoint: Optional[str] = None, max_videos: Optional[int] = None) -> dict[str, float]:
-    """Accuracy guard of the fast path on ``recipe``'s ``data.test`` videos.
+def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str] = None,
+                     max_videos: Optional[int] = None) -> dict[str, dict[str, float]]:
+    """Accuracy guard of each backend in ``names`` on ``recipe``'s ``data.test`` videos.
 
-    Runs the fp32 and the fast :class:`~crossvis.inference.predictor.Predictor` pipelines on the same
-    frames and returns ``matched`` (fp32 detections whose best fast detection of the same class has
-    box IoU > 0.5), ``mean_mask_iou`` over those, and the YouTube-VIS ``AP_fp32`` / ``AP_fast``.
+    Runs the fp32 :class:`~crossvis.inference.predictor.Predictor` and one per backend (pinned,
+    through :class:`~crossvis.inference.autotune.TunedInference`) on the same frames. Per backend:
+    ``mask_iou`` = :func:`~crossvis.inference.autotune.mask_agreement` of its tracked instances
+    with the fp32 ones over all frames, ``AP`` (YouTube-VIS, percent) and ``dAP`` = AP − AP(fp32);
+    a backend that cannot run here gets ``skipped``.
     """
     import json
     from pathlib import Path
 
     from PIL import Image
-    from torchvision.ops import box_iou
 
-    from crossvis.inference.fast import FastInference
-    from crossvis.inference.predictor import Predictor
     from crossvis.eval import evaluate_ytvis
+    from crossvis.inference.autotune import AutotuneSettings, TunedInference, mask_agreement
+    from crossvis.inference.backends import backend_unavailable
+    from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe
 
     recipe = load_recipe(recipe)
@@ -276,26 +338,30 @@ def fast_accuracy(recipe: Any, checkpoint: Optional[str] = None, max_videos: Opt
         raise CrossVISError("the accuracy check needs data.test.annotations and data.test.images in the recipe")
     gt = json.loads(Path(test["annotations"]).read_text())
     videos = gt["videos"][:max_videos] if max_videos else gt["videos"]
-    exact = Predictor(recipe, checkpoint=checkpoint, device="cpu")
-    fast = Predictor(recipe, checkpoint=checkpoint, device="cpu")
-    fast.runner = FastInference(fast.model)
-    results: dict[str, list] = {"fp32": [], "fast": []}
-    ious: list[float] = []
-    for video in videos:
-        frames = [np.array(Image.open(Path(test["images"]) / name).convert("RGB")) for name in video["file_names"]]
-        for a, b in zip(exact.track(frames), fast.track(frames)):
-            if len(a.track_ids) and len(b.track_ids):
-                overlap = box_iou(a.boxes, b.boxes)
-                overlap[a.labels[:, None] != b.labels[None, :]] = 0
-                best, index = overlap.max(dim=1)
-                for i in torch.nonzero(best > 0.5).flatten().tolist():
-                    ma, mb = a.masks[i], b.masks[index[i]]
-                    union = (ma | mb).sum().item()
-                    ious.append((ma & mb).sum().item() / union if union else 1.0)
-        results["fp32"] += exact.video_results(video["id"])
-        results["fast"] += fast.video_results(video["id"])
+    clips = [[np.array(Image.open(Path(test["images"]) / name).convert("RGB")) for name in v["file_names"]]
+             for v in videos]
     subset = dict(gt, videos=videos, annotations=[a for a in gt["annotations"]
                                                   if a["video_id"] in {v["id"] for v in videos}])
-    ap = {k: evaluate_ytvis(subset, v, allow_empty=True)["AP"] for k, v in results.items()}
-    return {"matched": float(len(ious)), "mean_mask_iou": float(np.mean(ious)) if ious else float("nan"),
-            "AP_fp32": ap["fp32"], "AP_fast": ap["fast"]}
+
+    def run(backend: Optional[str]) -> tuple[list, list]:
+        predictor = Predictor(recipe, checkpoint=checkpoint, device="cpu")
+        if backend is not None:
+            predictor.runner = TunedInference(predictor.model, AutotuneSettings(backend=backend, cache=False))
+        tracked, results = [], []
+        for video, frames in zip(videos, clips):
+            tracked += list(predictor.track(frames))
+            results += predictor.video_results(video["id"])
+        return tracked, results
+
+    reference, ref_results = run(None)
+    ref_ap = 100.0 * evaluate_ytvis(subset, ref_results, allow_empty=True)["AP"]
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        why = backend_unavailable(name, torch.device("cpu"))
+        if why:
+            out[name] = {"skipped": why}
+            continue
+        tracked, results = (reference, ref_results) if name == "fp32" else run(name)
+        ap = 100.0 * evaluate_ytvis(subset, results, allow_empty=True)["AP"]
+        out[name] = {"mask_iou": mask_agreement(reference, tracked), "AP": ap, "dAP": ap - ref_ap}
+    return out

@@ -1,0 +1,321 @@
+"""Ways to run a CondInst/CrossVIS network on the CPU (or CUDA), each with the same outputs.
+
+A *backend* turns a normalised padded float32 batch [B, 3, H, W] into the outputs of
+``model.network(batch, dense=False)`` — per-level lists ``cls_logits`` [B, C, h, w], ``bbox_reg``
+[B, 4, h, w], ``ctrness`` [B, 1, h, w], ``bbox_features`` [B, F, h, w], optionally
+``embed_features`` [B, F, h, w], and ``mask_feats`` [B, 8, H/8, W/8] — as contiguous float32
+tensors. The model's own float32 post-processor then runs on them unchanged (dynamic filters and
+embeddings computed at the kept locations by ``model.network.at_locations``), so every decision at
+a threshold is taken in float32 whatever the network ran in.
+
+Backends (:data:`BACKENDS`; which is fastest depends on the CPU, so
+:mod:`crossvis.inference.autotune` measures them):
+
+* ``fp32``: eager float32, the reference;
+* ``fp32-cl``: eager float32, channels-last weights and input (oneDNN NHWC kernels);
+* ``bf16``: bfloat16 autocast + channels-last (fast only where the CPU has native bf16: AVX512-BF16
+  or AMX; GroupNorm runs in float32 under autocast);
+* ``compile``, ``compile-bf16``: ``torch.compile`` (Inductor) with weight freezing, float32 or bf16
+  autocast; needs a C++ compiler; compiled once per input shape;
+* ``int8``: post-training static quantization (x86 oneDNN, per-channel weights) of the backbone,
+  calibrated on a few frames — PT2E with ``torchao``'s ``X86InductorQuantizer``, lowered by
+  Inductor (needs ``torchao`` and a C++ compiler). The FPN and the head stay float32 (see
+  :func:`_int8`). The ``torch.ao`` FX fallback is not
+  offered: the backbones' input checks (``if x.shape[1] != 3``) stop FX symbolic tracing;
+* ``onnxruntime``, ``openvino``, ``openvino-bf16``: the network exported to ONNX (the extras
+  ``crossvis[onnx]`` / ``crossvis[openvino]``).
+
+Every backend works on its own copy of the network, so the model itself is left as it was.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import tempfile
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from crossvis.deploy.export import FlatNetwork, unflatten_outputs
+from crossvis.errors import CrossVISError
+
+__all__ = ["BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailable", "build_backend",
+           "available_backends"]
+
+logger = logging.getLogger(__name__)
+
+#: every backend name, in the order they are tried (fp32 first: the reference)
+BACKENDS = ("fp32", "fp32-cl", "bf16", "compile", "compile-bf16", "int8", "onnxruntime", "openvino",
+            "openvino-bf16")
+
+class TowerFlatNetwork(FlatNetwork):
+    """``model.network(images, dense=False)`` with a flat tuple output (for export and graph runtimes).
+
+    ``names`` are ``<kind>.<level>`` for ``cls_logits``, ``bbox_reg``, ``ctrness``,
+    ``bbox_features`` (and ``embed_features``), then ``mask_feats``; :func:`unflatten_outputs`
+    rebuilds the dictionary.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        kinds = ["cls_logits", "bbox_reg", "ctrness", "bbox_features"]
+        if getattr(model.network.head, "embed_dim", None):
+            kinds.append("embed_features")
+        levels = len(model.network.strides)
+        self.names = [f"{k}.{level}" for k in kinds for level in range(levels)] + ["mask_feats"]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        """images: float32 [B, 3, H, W] normalised → tensors in ``names`` order."""
+        out = self.network(images, dense=False)
+        return tuple(_field(out, kind)[int(level)] if level else _field(out, kind)
+                     for kind, _, level in (n.partition(".") for n in self.names))
+
+
+def _field(outputs: Any, name: str) -> Any:
+    """A field of the network outputs (a NetworkOutputs, or a dict in older code)."""
+    return outputs[name] if isinstance(outputs, dict) else getattr(outputs, name)
+
+
+def _as_float(outputs: Any) -> Any:
+    def cast(t: Tensor) -> Tensor:
+        return t.float().contiguous()
+    if hasattr(outputs, "map"):
+        return outputs.map(cast)
+    return {k: [cast(t) for t in v] if isinstance(v, list) else cast(v) for k, v in outputs.items()}
+
+
+class NetworkBackend:
+    """A named way to run a model's network; ``backend(batch)`` gives float32 ``dense=False`` outputs.
+
+    Args:
+        name: the backend name (one of :data:`BACKENDS`).
+        run: maps a float32 [B, 3, H, W] batch to the raw outputs (dict, or a flat tuple in
+            ``names`` order).
+        names: output names when ``run`` returns a flat tuple.
+        channels_last: convert the input to channels-last first.
+        cleanup: called by :meth:`close` (e.g. removes the exported file's folder).
+    """
+
+    def __init__(self, name: str, run: Callable[[Tensor], Any], names: Optional[Sequence[str]] = None,
+                 channels_last: bool = False, cleanup: Optional[Callable[[], None]] = None) -> None:
+        self.name, self._run, self.names = name, run, list(names) if names is not None else None
+        self.channels_last, self._cleanup = channels_last, cleanup
+
+    def __call__(self, batch: Tensor) -> Any:
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = self._run(batch)
+            if self.names is not None:
+                out = unflatten_outputs(self.names, [torch.as_tensor(t) for t in out])
+            return _as_float(out)
+
+    def close(self) -> None:
+        """Release what the backend holds outside Python objects (temporary files)."""
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
+
+    def __repr__(self) -> str:
+        return f"NetworkBackend({self.name!r})"
+
+
+# -- availability ---------------------------------------------------------------------------------
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _has_compiler() -> bool:
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+def _cpu_bf16() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def backend_unavailable(name: str, device: torch.device) -> Optional[str]:
+    """Why backend ``name`` cannot run on ``device`` here, or None when it can.
+
+    Raises:
+        CrossVISError: for an unknown backend name.
+    """
+    if name not in BACKENDS:
+        raise CrossVISError(f"inference.backend {name!r} is unknown; use auto or one of {', '.join(BACKENDS)}")
+    cpu = device.type == "cpu"
+    if name in ("bf16", "compile-bf16") and cpu and not _cpu_bf16():
+        return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    if name.startswith("compile") and cpu and not _has_compiler():
+        return "torch.compile needs a C++ compiler (g++ or clang++)"
+    if name == "int8":
+        if not cpu:
+            return "int8 quantization runs on the CPU only"
+        if not _has_module("torchao"):
+            return "needs torchao (pip install torchao) for PT2E x86 quantization"
+        if not _has_compiler():
+            return "int8 kernels are generated by torch.compile, which needs a C++ compiler"
+    if name == "onnxruntime" and not (cpu and _has_module("onnxruntime") and _has_module("onnx")):
+        return "needs the CPU and the onnx extra (pip install 'crossvis[onnx]')"
+    if name.startswith("openvino"):
+        if not (cpu and _has_module("openvino") and _has_module("onnx")):
+            return "needs the CPU and the openvino extra (pip install 'crossvis[openvino]')"
+        if name == "openvino-bf16" and not _cpu_bf16():
+            return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    return None
+
+
+def available_backends(device: torch.device) -> list[str]:
+    """The backends that can run on ``device`` here, in :data:`BACKENDS` order."""
+    return [n for n in BACKENDS if backend_unavailable(n, device) is None]
+
+
+# -- construction ---------------------------------------------------------------------------------
+def build_backend(name: str, model: nn.Module, calibration: Sequence[Tensor] = ()) -> NetworkBackend:
+    """Backend ``name`` for ``model`` (a CondInst/CrossVIS model in eval mode).
+
+    Args:
+        name: one of :data:`BACKENDS`.
+        model: its network is copied (the model is not modified).
+        calibration: normalised padded float32 batches [B, 3, H, W] like those the backend will
+            run (int8 calibrates on them; exported backends take their shape from the first).
+
+    Raises:
+        CrossVISError: when the backend cannot run here (see :func:`backend_unavailable`).
+    """
+    why = backend_unavailable(name, model.device)
+    if why is not None:
+        raise CrossVISError(f"inference backend {name} is not available: {why}")
+    if name in ("int8", "onnxruntime") or name.startswith("openvino"):
+        if not calibration:
+            raise CrossVISError(f"inference backend {name} needs calibration frames")
+    model.eval()
+    if name == "fp32":
+        network = model.network
+        return NetworkBackend(name, lambda b: network(b, dense=False))
+    if name in ("fp32-cl", "bf16"):
+        network = copy.deepcopy(model.network).to(memory_format=torch.channels_last)
+        dtype = torch.bfloat16 if name == "bf16" else None
+        return NetworkBackend(name, _eager(network, model.device, dtype), channels_last=True)
+    if name.startswith("compile"):
+        return _compiled(name, model)
+    if name == "int8":
+        return _int8(model, calibration)
+    return _exported(name, model, calibration[0])
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _eager(network: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> Callable[[Tensor], Any]:
+    def run(batch: Tensor) -> Any:
+        with _autocast(device, dtype):
+            return network(batch, dense=False)
+    return run
+
+
+def _compiled(name: str, model: nn.Module) -> NetworkBackend:
+    """Inductor with ``freezing`` (weights folded into the graph as constants; inference only)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    inductor_config.cpp.enable_kernel_profile = False
+    flat = TowerFlatNetwork(model).eval()
+    flat.network = copy.deepcopy(model.network).to(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if name == "compile-bf16" else None
+    compiled = torch.compile(flat, dynamic=False)
+    device = model.device
+
+    def run(batch: Tensor) -> Any:
+        with _autocast(device, dtype):
+            return compiled(batch)
+    return NetworkBackend(name, run, names=flat.names, channels_last=True)
+
+
+def _pt2e_int8(module: nn.Module, example: tuple, calibration: Sequence[tuple],
+               skip: Sequence[str] = ()) -> nn.Module:
+    """``module`` quantized by PT2E with the x86 Inductor quantizer (``skip``: module names kept in float)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    for name in skip:
+        quantizer.set_module_name_qconfig(name, None)
+    prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
+    for args in calibration:
+        prepared(*args)
+    return convert_pt2e(prepared)
+
+
+def _int8(model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend:
+    """The backbone quantized (PT2E, x86 Inductor quantizer) and lowered by Inductor; the rest float32.
+
+    The FPN and the head are not quantized: the x86 quantizer rejects a convolution module that is
+    called more than once in the graph ("conv partition has more than one output node"), which is
+    what a head shared across FPN levels is, and the FPN's output convolutions feed several
+    consumers.
+    """
+    import torch._inductor.config as inductor_config
+
+    network = copy.deepcopy(model.network).eval()
+    with torch.no_grad():
+        backbone = _pt2e_int8(network.backbone, (calibration[0],), [(b,) for b in calibration])
+    inductor_config.freezing = True
+    network.backbone = torch.compile(backbone, dynamic=False)
+    return NetworkBackend("int8", lambda b: network(b, dense=False))
+
+
+def _exported(name: str, model: nn.Module, example: Tensor) -> NetworkBackend:
+    """ONNX export of the network (dynamic batch/height/width), run by ONNX Runtime or OpenVINO."""
+    flat = TowerFlatNetwork(model).eval()
+    folder = Path(tempfile.mkdtemp(prefix="crossvis-backend-"))
+    path = folder / "network.onnx"
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about the shape checks, which hold for every size
+            torch.onnx.export(flat, (example,), str(path), input_names=["images"], output_names=flat.names,
+                              opset_version=17, dynamo=False, dynamic_axes=dynamic)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def cleanup() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    threads = torch.get_num_threads()
+    if name == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run(batch: Tensor) -> Any:
+            return [torch.from_numpy(t) for t in session.run(None, {"images": batch.contiguous().numpy()})]
+    else:
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "bf16" if name == "openvino-bf16" else "f32"}
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        request = compiled.create_infer_request()
+
+        def run(batch: Tensor) -> Any:
+            result = request.infer({0: batch.contiguous().numpy()})
+            return [torch.from_numpy(result[out].copy()) for out in compiled.outputs]
+    return NetworkBackend(name, run, names=flat.names, cleanup=cleanup)
