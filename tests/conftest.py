@@ -11,7 +11,12 @@ from typing import Callable
 
 import pytest
 
+import os
+import tempfile
+
 HELPERS = Path(__file__).parent / "helpers"
+# the fast path's per-machine choice cache goes to a throw-away folder, not the user's ~/.cache
+os.environ["CROSSVIS_CACHE_DIR"] = tempfile.mkdtemp(prefix="crossvis-test-cache-")
 if str(HELPERS) not in sys.path:
     sys.path.insert(0, str(HELPERS))
 

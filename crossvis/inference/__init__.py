@@ -17,6 +17,8 @@ _LAZY = {
     "OnlinePredictor": "crossvis.inference.predictor",
     "FastInference": "crossvis.inference.fast",
     "FastSettings": "crossvis.inference.fast",
+    "TunedInference": "crossvis.inference.autotune",
+    "AutotuneSettings": "crossvis.inference.autotune",
     "run_inference": "crossvis.inference.runner",
     "infer_and_evaluate": "crossvis.inference.runner",
     "evaluate_on_test": "crossvis.inference.runner",

@@ -135,10 +135,12 @@ class Predictor(OnlinePredictor):
             match the model exactly; ``None`` keeps the random initialisation.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:K"``; default ``recipe.runtime.device`` (``auto``:
             CUDA when available).
-        fast: run frames through :class:`crossvis.inference.fast.FastInference` (channels-last,
-            bf16/fp16 autocast for the network, fp32 post-processing) — the predictor's
-            ``runner``; also switched on by the recipe's ``inference: {fast: true}`` (options
-            from that section).
+        fast: run frames through :class:`crossvis.inference.autotune.TunedInference`: on the
+            first frames it times the network backends available here (fp32, channels-last,
+            bf16, ONNX Runtime, OpenVINO, ...), keeps the fastest whose masks agree with fp32
+            (mean IoU ≥ 0.98) and caches the choice per machine; post-processing stays fp32.
+            Also switched on by the recipe's ``inference: {fast: true}`` (options from that
+            section, e.g. ``backend: bf16`` to pin one).
 
     ``num_classes`` / ``num_identities`` come from ``recipe.model``, else the checkpoint's embedded
     recipe, else the recipe's annotation files (``data.train``, then ``data.test``).
@@ -150,7 +152,7 @@ class Predictor(OnlinePredictor):
 
     def __init__(self, recipe: RecipeLike, checkpoint: Optional[Union[str, os.PathLike]] = None,
                  device: Optional[Union[str, torch.device]] = None, fast: bool = False) -> None:
-        from crossvis.inference.fast import FastInference, fast_settings
+        from crossvis.inference.autotune import TunedInference, autotune_settings
         from crossvis.models import build_model
         from crossvis.recipes import load_recipe
 
@@ -170,9 +172,11 @@ class Predictor(OnlinePredictor):
         if ckpt is not None:
             load_model_weights(model, ckpt, str(checkpoint))
         model.eval().to(device)
-        enabled, settings = fast_settings(self.recipe)
+        enabled, settings = autotune_settings(self.recipe)
         self.fast = bool(fast) or enabled
-        runner = FastInference(model, settings) if self.fast else None
+        # the fast path measures its candidate backends on the first frames and keeps the fastest
+        # that passes the accuracy guard (cached per machine; crossvis/inference/autotune.py)
+        runner = TunedInference(model, settings) if self.fast else None
         super().__init__(model, tracker=build_tracker(self.recipe), categories=categories, device=device,
                          runner=runner)
 

@@ -114,9 +114,11 @@ def test_predictor_fast_flag_and_recipe_switch_use_the_fast_runner():
     plain = Predictor(RECIPE, device="cpu")
     assert not plain.fast and plain.runner == plain.model.predict
     flagged = Predictor(RECIPE, device="cpu", fast=True)
-    assert flagged.fast and isinstance(flagged.runner, FastInference) and flagged.runner.model is flagged.model
+    from crossvis.inference.autotune import TunedInference
+
+    assert flagged.fast and isinstance(flagged.runner, TunedInference) and flagged.runner.model is flagged.model
     switched = Predictor(load_recipe(RECIPE, ["inference.fast=true", "inference.dtype=fp32"]), device="cpu")
-    assert switched.fast and switched.runner.autocast_dtype is None
+    assert switched.fast and switched.runner.settings.backend == "fp32-cl"  # the older keys pin their backend
     out = next(iter(flagged.track([frame])))
     assert out.masks.shape[1:] == (60, 90)
 
