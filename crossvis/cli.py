@@ -39,8 +39,14 @@ class _ConsoleHandler(logging.Handler):
                 stream, text = sys.stdout, message
             else:
                 stream, text = sys.stdout, f"crossvis: {message}"
-            stream.write(text + "\n")
-            stream.flush()
+            tqdm = sys.modules.get("tqdm")
+            if tqdm is not None:  # clear any progress bar, write the line, redraw the bar below it
+                with tqdm.tqdm.external_write_mode(file=stream):
+                    stream.write(text + "\n")
+                    stream.flush()
+            else:
+                stream.write(text + "\n")
+                stream.flush()
         except Exception:  # noqa: BLE001 - logging must never take the program down
             self.handleError(record)
 
