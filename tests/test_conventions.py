@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from crossvis.checkpoint import load_weights
+from crossvis.checkpoints import load_weights
 from crossvis.cli import main
-from crossvis.conventions import (TORCHVISION_IMAGENET, check_frozen_initialisation, check_weight_conventions,
+from crossvis.checkpoints.conventions import (TORCHVISION_IMAGENET, check_frozen_initialisation, check_weight_conventions,
                                   model_conventions)
 from crossvis.errors import CrossVISError
 from crossvis.inference.predictor import Predictor
@@ -71,10 +71,10 @@ def test_stride_placement_is_a_convention():
 def test_raw_state_dict_loads_with_a_one_line_note(caplog):
     model = build_model(tiny_recipe())
     target = build_model(tiny_recipe(**BGR))
-    with caplog.at_level(logging.INFO, logger="crossvis.conventions"):
+    with caplog.at_level(logging.INFO, logger="crossvis.checkpoints.conventions"):
         report = load_weights(target, model.state_dict(), report=False)
     assert len(report.loaded) == len(model.state_dict())
-    notes = [r.getMessage() for r in caplog.records if r.name == "crossvis.conventions"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "crossvis.checkpoints.conventions"]
     assert len(notes) == 1 and "not checked" in notes[0] and "\n" not in notes[0]
 
 

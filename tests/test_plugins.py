@@ -178,7 +178,7 @@ class ForeignFormat:
 
 def test_conversion_hook_translates_a_foreign_checkpoint(tmp_path, monkeypatch):
     from crossvis import plugins
-    from crossvis.checkpoint import load_weights
+    from crossvis.checkpoints import load_weights
 
     pm = CrossVISPluginManager()
     pm.add_plugin(ForeignFormat(), name="foreign")

@@ -156,7 +156,7 @@ def _train(recipe: dict[str, Any], run_dir: Path) -> Any:
     """Train (resuming an interrupted run) with a progress bar; return a Predictor of the model."""
     from tqdm import tqdm
 
-    from crossvis.checkpoint import unwrap_model
+    from crossvis.checkpoints import unwrap_model
     from crossvis.hookspecs import hookimpl
     from crossvis.inference.predictor import OnlinePredictor, build_tracker, recipe_categories
     from crossvis.plugins import get_plugin_manager, register_plugin

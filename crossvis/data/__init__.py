@@ -6,7 +6,7 @@ synthetic data) load without torch.
 """
 from __future__ import annotations
 
-from typing import Any
+from crossvis import lazy_attributes
 
 _LAZY = {
     **dict.fromkeys(("VideoRecord", "TrackRecord", "VISAnnotations", "load_vis_annotations", "cocovid_to_tracks",
@@ -23,12 +23,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'crossvis.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

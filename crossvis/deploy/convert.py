@@ -9,7 +9,7 @@ tensors into it, then writes
 
 * ``DST`` — a crossvis checkpoint ``{"model": state_dict, "recipe": dict, "converted_from": str,
   "conventions": dict}`` that loads strictly into ``build_model(recipe)`` (``conventions``: the
-  input conventions the weights need, see :mod:`crossvis.conventions`);
+  input conventions the weights need, see :mod:`crossvis.checkpoints.conventions`);
 * ``DST`` with suffix ``.yaml`` — that recipe: the official inference settings (BGR input, caffe
   mean/std, FrozenBN ResNet with the stride in the 1×1 conv, 169-parameter dynamic mask head,
   thresholds, the official tracker), so ``crossvis eval`` / ``crossvis demo`` reproduce the
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from crossvis.deploy.official_keys import map_official_backbone_key
 from crossvis.atomic import atomic_write_text
-from crossvis.checkpoint import LoadReport, atomic_save, describe_load_failure, load_weights
+from crossvis.checkpoints import LoadReport, atomic_save, describe_load_failure, load_weights
 from crossvis.errors import CrossVISError
 
 __all__ = ["OFFICIAL_ARCHS", "OFFICIAL_RECIPES", "ConversionReport", "read_official_checkpoint", "detect_arch", "official_recipe",
@@ -247,7 +247,7 @@ def convert_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: st
     if not converted:
         raise CrossVISError(f"{source}: none of its {len(state)} keys is an official CrossVIS/CondInst weight "
                             f"(e.g. {next(iter(state), '?')!r}); it is not an official checkpoint")
-    from crossvis.conventions import CONVENTIONS_KEY, model_conventions
+    from crossvis.checkpoints.conventions import CONVENTIONS_KEY, model_conventions
 
     # the model is built from official_recipe, whose conventions are the official weights'
     load = load_weights(model, {"model": converted, CONVENTIONS_KEY: model_conventions(model)}, report=False)
@@ -290,7 +290,7 @@ def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], num_classes
     report = convert_state_dict(state, model, str(src), detected)
     if verbose:
         logger.info(report.table(), extra={"plain": True})
-    from crossvis.conventions import CONVENTIONS_KEY, model_conventions
+    from crossvis.checkpoints.conventions import CONVENTIONS_KEY, model_conventions
 
     atomic_save({"model": model.state_dict(), "recipe": recipe, "converted_from": str(src),
                  CONVENTIONS_KEY: model_conventions(model)}, dst)

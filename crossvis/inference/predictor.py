@@ -222,7 +222,7 @@ def build_tracker(recipe: Mapping[str, Any]) -> Any:
 
 
 def _read_checkpoint(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    from crossvis.checkpoint import load_checkpoint
+    from crossvis.checkpoints import load_checkpoint
 
     return load_checkpoint(Path(path))
 
@@ -264,8 +264,8 @@ def load_model_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str) -
     Raises:
         CrossVISError: naming ``source`` and the first mismatching keys.
     """
-    from crossvis.checkpoint import extract_state_dict
-    from crossvis.conventions import check_weight_conventions
+    from crossvis.checkpoints import extract_state_dict
+    from crossvis.checkpoints.conventions import check_weight_conventions
 
     incoming = extract_state_dict(ckpt, source)
     check_weight_conventions(model, ckpt, source, incoming)

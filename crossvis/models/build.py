@@ -16,7 +16,7 @@ _COMPONENT_KINDS = {"backbone": "backbone", "neck": "neck", "head": "head", "mas
                     "embedding_loss": "loss", "fcos_loss": "loss"}
 _WIRING_KEYS = ("num_classes", "num_identities")
 #: Keys of a model node read by other parts (the trainer's initial weights and its opt-in to random
-#: frozen layers, see crossvis.conventions), not by the model.
+#: frozen layers, see crossvis.checkpoints.conventions), not by the model.
 _ENGINE_KEYS = ("weights", "allow_random_frozen")
 
 

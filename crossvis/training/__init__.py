@@ -8,7 +8,7 @@ Names are imported on first use, so ``import crossvis.training`` is cheap.
 """
 from __future__ import annotations
 
-from typing import Any
+from crossvis import lazy_attributes
 
 _LAZY = {
     "Trainer": "crossvis.training.trainer",
@@ -25,12 +25,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'crossvis.training' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from crossvis.atomic import atomic_write_text
-from crossvis.checkpoint import atomic_save
+from crossvis.checkpoints import atomic_save
 
 __all__ = ["Checkpointer", "POINTER"]
 

@@ -7,7 +7,7 @@ Example:
 
 What a run writes to its output folder (rank 0 only): ``recipe.yaml`` (the resolved recipe with
 the injected ``num_classes``/``num_identities``), ``metrics.jsonl``, ``checkpoints/`` (see
-:mod:`crossvis.checkpoint`), ``loss_curve.png`` and, when ``data.test`` is set,
+:mod:`crossvis.checkpoints`), ``loss_curve.png`` and, when ``data.test`` is set,
 ``eval/results.json`` and ``eval/metrics.json``.
 
 Reproducibility: the data order and the augmentation of every sample are pure functions of
@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader
 
 from crossvis import distributed as dist_utils
 from crossvis.atomic import atomic_write_text, remove_stale_temporaries
-from crossvis.checkpoint import load_checkpoint, load_weights, unwrap_model
-from crossvis.conventions import (ALLOW_RANDOM_FROZEN_KEY, CONVENTIONS_KEY, check_frozen_initialisation,
+from crossvis.checkpoints import load_checkpoint, load_weights, unwrap_model
+from crossvis.checkpoints.conventions import (ALLOW_RANDOM_FROZEN_KEY, CONVENTIONS_KEY, check_frozen_initialisation,
                                   check_weight_conventions, model_conventions)
 from crossvis.data.categories import check_declared_categories, declared_categories
 from crossvis.threads import configure_threads
@@ -221,7 +221,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs (see :mod:`crossvis.checkpoint`)."""
+        """Everything a resume needs (see :mod:`crossvis.checkpoints`)."""
         state = {"model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
                  "recipe": self.resolved_recipe, "rng": get_rng_states(),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from crossvis.checkpoint import atomic_save, load_checkpoint, load_weights
+from crossvis.checkpoints import atomic_save, load_checkpoint, load_weights
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.errors import CrossVISError
 

@@ -11,7 +11,7 @@ import yaml
 from vis_fixtures import write_handmade_vis
 
 from crossvis.cli import main
-from crossvis.checkpoint import load_checkpoint
+from crossvis.checkpoints import load_checkpoint
 from crossvis.inference.predictor import Predictor
 
 

@@ -129,7 +129,7 @@ def load_weights(model: nn.Module, path_or_state: Union[str, Path, Mapping[str, 
                  report: bool = True) -> LoadReport:
     """Load every matching tensor of a checkpoint into ``model``; never fails on a mismatch.
 
-    Weights whose recorded input conventions (:mod:`crossvis.conventions`) disagree with the
+    Weights whose recorded input conventions (:mod:`crossvis.checkpoints.conventions`) disagree with the
     model's are refused (CrossVISError). Tensors whose shape differs from the model's (e.g. a
     classifier trained with another number of classes) are skipped; keys the model lacks are
     reported as unexpected, model keys the file lacks as missing (they keep their current values).
@@ -148,7 +148,7 @@ def load_weights(model: nn.Module, path_or_state: Union[str, Path, Mapping[str, 
         source = "<state dict>"
         ckpt = dict(path_or_state)
     incoming = extract_state_dict(ckpt, source)
-    from crossvis.conventions import adapt_torchvision_resnet, check_weight_conventions
+    from crossvis.checkpoints.conventions import adapt_torchvision_resnet, check_weight_conventions
 
     check_weight_conventions(model, ckpt, source, incoming)  # refuses weights of other input conventions
     incoming = adapt_torchvision_resnet(model, incoming)

@@ -217,7 +217,7 @@ def check_frozen_initialisation(model: nn.Module, loaded: Optional[Any], allow: 
 
     Args:
         model: the model about to be trained.
-        loaded: the :class:`~crossvis.checkpoint.LoadReport` of ``model.weights``, or None when the
+        loaded: the :class:`~crossvis.checkpoints.LoadReport` of ``model.weights``, or None when the
             recipe gives no initial weights.
         allow: the recipe's explicit opt-in (:data:`ALLOW_RANDOM_FROZEN_KEY`).
 
