@@ -245,7 +245,10 @@ def test_built_in_commands_do_not_import_plugins(tmp_path, run_crossvis):
 
 
 @pytest.mark.slow
-def test_example_plugin_installs_and_builds_from_yaml(tmp_path, run_crossvis):
+def test_example_plugin_installs_and_builds_from_yaml(tmp_path):
+    """A real install into a separate site folder, seen by fresh interpreters (the point is the process boundary)."""
+    import os
+
     target = tmp_path / "site"
     source = tmp_path / "plugin-src"  # a copy, so the build leaves nothing in the repository
     shutil.copytree(REPO / "examples" / "plugin", source,
@@ -254,18 +257,23 @@ def test_example_plugin_installs_and_builds_from_yaml(tmp_path, run_crossvis):
                           "--quiet", "--target", str(target), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
-    code, out, err = run_crossvis(["components", "--kind", "backbone", "--json"], pythonpath=target)
-    assert code == 0, err
-    row = next(r for r in json.loads(out) if r["name"] == "toy_convnet")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSVIS_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(target), str(REPO)])
+    res = subprocess.run([sys.executable, "-m", "crossvis", "components", "--kind", "backbone", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    row = next(r for r in json.loads(res.stdout) if r["name"] == "toy_convnet")
     assert row["provider"] == "toy" and row["distribution"] == "crossvis-toy-plugin==0.1.0"
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model:\n  backbone: {type: toy_convnet, width: 4}\n")
-    from crossvis.plugins import get_registry
-    from crossvis.recipes import build, load_recipe
-
-    reset_plugin_manager()
-    net = build("backbone", load_recipe(recipe)["model"]["backbone"], registry=get_registry())
-    out = net(torch.zeros(1, 3, 64, 96))
-    assert {k: tuple(v.shape) for k, v in out.items()}["res5"] == (1, 64, 2, 3)
-    assert net.output_shape()["res5"].stride == 32
+    code = textwrap.dedent(f"""
+        import torch
+        from crossvis.recipes import build, load_recipe
+        net = build("backbone", load_recipe({str(recipe)!r})["model"]["backbone"])
+        out = net(torch.zeros(1, 3, 64, 96))
+        print({{k: tuple(v.shape) for k, v in out.items()}}, net.output_shape()["res5"].stride)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "'res5': (1, 64, 2, 3)" in res.stdout and res.stdout.strip().endswith("32")
