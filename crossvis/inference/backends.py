@@ -29,7 +29,9 @@ Every backend works on its own copy of the network, so the model itself is left 
 """
 from __future__ import annotations
 
+
 import copy
+import functools
 import logging
 import shutil
 import tempfile
@@ -308,14 +310,25 @@ def _exported(name: str, model: nn.Module, example: Tensor) -> NetworkBackend:
         def run(batch: Tensor) -> Any:
             return [torch.from_numpy(t) for t in session.run(None, {"images": batch.contiguous().numpy()})]
     else:
-        import openvino as ov
-
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "bf16" if name == "openvino-bf16" else "f32"}
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        compiled = _openvino_core().compile_model(str(path), "CPU", config)
         request = compiled.create_infer_request()
 
         def run(batch: Tensor) -> Any:
             result = request.infer({0: batch.contiguous().numpy()})
             return [torch.from_numpy(result[out].copy()) for out in compiled.outputs]
     return NetworkBackend(name, run, names=flat.names, cleanup=cleanup)
+
+
+@functools.lru_cache(maxsize=1)
+def _openvino_core() -> Any:
+    """One OpenVINO ``Core`` for the process.
+
+    Compiled models must not outlive the ``Core`` that compiled them: a temporary ``Core`` freed
+    while a compiled model (or a request of it) is still referenced crashed the process later, when
+    the garbage collector freed the rest in an arbitrary order.
+    """
+    import openvino as ov
+
+    return ov.Core()
