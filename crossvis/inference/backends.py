@@ -29,7 +29,6 @@ Every backend works on its own copy of the network, so the model itself is left 
 """
 from __future__ import annotations
 
-
 import copy
 import functools
 import logging
