@@ -61,3 +61,22 @@ def _fresh_cli_logging():
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
+
+
+#: the README's claims and the tests that back them; the summary says how each fared in this run
+CLAIMS = {
+    "equal to the official evaluator (mmdet 3.3.0 YTVISeval)": "tests/eval/test_official_ytviseval.py",
+    "DDP equals one process (torch.distributed.run)": "tests/training/test_distributed.py",
+    "exact resume after SIGKILL": "tests/training/test_resume_cli.py",
+}
+
+
+def pytest_terminal_summary(terminalreporter):
+    stats = terminalreporter.stats
+    for claim, path in CLAIMS.items():
+        counts = {kind: sum(1 for r in stats.get(kind, []) if getattr(r, "nodeid", "").startswith(path))
+                  for kind in ("passed", "failed", "skipped", "error")}
+        if any(counts.values()):
+            terminalreporter.write_line(
+                f"claim checked: {claim}: {counts['passed']} tests passed, {counts['failed'] + counts['error']} "
+                f"failed, {counts['skipped']} skipped ({path})")
