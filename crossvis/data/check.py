@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from crossvis.errors import CrossVISError
-from crossvis.formats import Problem, parse_annotations
+from crossvis.formats import Problem, ProblemList, parse_annotations
 
 from .video import read_image
 
@@ -21,7 +21,7 @@ __all__ = ["Problem", "CheckReport", "check_annotations"]
 
 
 @dataclass
-class CheckReport:
+class CheckReport(ProblemList):
     """Every problem found plus the counts of what was checked."""
 
     path: Path
@@ -31,14 +31,6 @@ class CheckReport:
     num_tracks: int = 0
     num_categories: int = 0
     layout: str = "per-track"
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
 
     def summary(self) -> str:
         return (f"{self.path}: {self.layout} layout, {self.num_videos} videos ({self.num_frames} frames), "

@@ -8,14 +8,14 @@
 * :func:`encode_mask`, :func:`encode_masks`, :func:`check_compressed`, :func:`check_uncompressed`:
   COCO RLE, validated before pycocotools reads it.
 """
-from crossvis.formats.annotations import (OCCLUSION_LABELS, AnnotationFile, Problem, TrackEntry, VideoEntry,
-                                          load_annotations, parse_annotations)
+from crossvis.formats.annotations import (OCCLUSION_LABELS, AnnotationFile, Problem, ProblemList, TrackEntry,
+                                          VideoEntry, load_annotations, parse_annotations)
 from crossvis.formats.jsonfile import read_json
 from crossvis.formats.layout import cocovid_to_tracks, is_cocovid
 from crossvis.formats.results import REQUIRED_RESULT_KEYS, ResultEntry, validate_results
 from crossvis.formats.rle import check_compressed, check_size, check_uncompressed, encode_mask, encode_masks
 
 __all__ = ["read_json", "is_cocovid", "cocovid_to_tracks", "load_annotations", "parse_annotations",
-           "AnnotationFile", "VideoEntry", "TrackEntry", "Problem", "OCCLUSION_LABELS", "validate_results",
+           "AnnotationFile", "VideoEntry", "TrackEntry", "Problem", "ProblemList", "OCCLUSION_LABELS", "validate_results",
            "ResultEntry", "REQUIRED_RESULT_KEYS", "encode_mask", "encode_masks", "check_compressed",
            "check_size", "check_uncompressed"]

@@ -58,6 +58,20 @@ class Problem:
         return f"{self.severity}: {source}: {self.where}: {self.message}"
 
 
+class ProblemList:
+    """``errors`` / ``warnings`` views of a ``problems: list[Problem]`` attribute (report classes mix it in)."""
+
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
 @dataclass
 class VideoEntry:
     """A video: JSON ``id``, frame size, frame count and frame file names (None when not listed)."""
@@ -96,7 +110,7 @@ class TrackEntry:
 
 
 @dataclass
-class AnnotationFile:
+class AnnotationFile(ProblemList):
     """A validated annotation file (``tracks`` in file order; ``categories`` sorted by id)."""
 
     source: str
@@ -108,14 +122,6 @@ class AnnotationFile:
     problems: list[Problem] = field(default_factory=list)
     num_frames: int = 0
     num_track_entries: int = 0
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
 
     def error(self, where: str, message: str) -> None:
         self.problems.append(Problem("error", where, message))
