@@ -6,7 +6,9 @@ import json
 import sys
 import warnings
 
+from crossvis.errors import CrossVISError
 from crossvis.eval import PROTOCOLS, YTVISEvaluator
+from crossvis.threads import available_physical_cores
 
 
 def add_parser(subparsers) -> None:
@@ -22,6 +24,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="ytvis",
                         help="ytvis (default): the 12 YouTube-VIS metrics; ovis: the 18 OVIS metrics with the "
                              "occlusion bins APso/APmo/APho (needs 'occlusion' labels on every ground-truth track)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="processes for the track IoUs of large inputs (default 0: the physical cores "
+                             "available to this process; 1: one process). The metrics do not depend on it")
     parser.set_defaults(func=run)
 
 
@@ -29,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
-        evaluator = YTVISEvaluator(args.annotations, protocol=args.protocol)
+        if args.workers < 0:
+            raise CrossVISError(f"--workers must be >= 0 (0 = the physical cores), got {args.workers}")
+        workers = args.workers or available_physical_cores()
+        evaluator = YTVISEvaluator(args.annotations, protocol=args.protocol, workers=workers)
         if args.protocol == "ytvis" and evaluator.gt.all_have_occlusion:
             print("crossvis: note: every ground-truth track has occlusion labels; pass --protocol ovis for the "
                   "OVIS metrics (APso/APmo/APho)", file=sys.stderr)

@@ -27,7 +27,7 @@ from torch import Tensor
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms import InterpolationMode
 
-__all__ = ["ClipTransform", "Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "RandomCrop",
+__all__ = ["ClipTransform", "Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "RandomRotation", "RandomCrop",
            "ColorJitter", "rotate_hue", "mask_boxes", "finalize_instances"]
 
 FrameSample = dict[str, Any]
@@ -137,6 +137,50 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomRotation:
+    """Rotate every frame of a clip by one random angle (one draw per clip).
+
+    Args:
+        turns: how many right-angle orientations to draw from uniformly: 1 = none, 2 = 0° or
+            180° (the frame keeps its shape), 4 = 0°, 90°, 180° or 270° (height and width swap
+            for a quarter turn, so a batch of mixed orientations pads to a square). Exact.
+        degrees: then rotate by an angle drawn uniformly from ``[-degrees, degrees]`` about the
+            centre, keeping the frame size: bilinear for the image, nearest for the masks, the
+            uncovered corners filled with the frame's mean colour. 0 = no free rotation.
+        p: probability of rotating at all.
+
+    For categories that do not depend on orientation (shapes, most objects seen from above);
+    instances rotated out of the frame are dropped (see the module docstring).
+    """
+
+    def __init__(self, turns: int = 2, degrees: float = 0.0, p: float = 0.5) -> None:
+        if turns not in (1, 2, 4) or not 0.0 <= p <= 1.0 or not 0.0 <= degrees <= 180.0:
+            raise ValueError(f"RandomRotation needs turns in (1, 2, 4), 0 <= p <= 1 and 0 <= degrees <= 180, "
+                             f"got turns={turns!r}, p={p}, degrees={degrees}")
+        self.turns, self.degrees, self.p = int(turns), float(degrees), float(p)
+
+    def __call__(self, clip: list[FrameSample], generator: Optional[torch.Generator] = None) -> list[FrameSample]:
+        if float(torch.rand((), generator=generator)) >= self.p:
+            return clip
+        quarter = (4 // self.turns) * int(torch.randint(self.turns, (1,), generator=generator)) if self.turns > 1 else 0
+        angle = _uniform(generator, -self.degrees, self.degrees) if self.degrees > 0 else 0.0
+        out = []
+        for sample in clip:
+            image, masks = sample["image"], sample["instances"]["masks"]
+            if quarter:
+                image, masks = image.rot90(quarter, (-2, -1)), masks.rot90(quarter, (-2, -1))
+            if angle:
+                fill = [float(v) for v in image.float().mean(dim=(-2, -1))]
+                image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=fill)
+                if masks.shape[0]:
+                    masks = TF.rotate(masks, angle, interpolation=InterpolationMode.NEAREST, fill=[0.0])
+            out.append(_with(sample, image.contiguous(), masks.contiguous()))
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomRotation(turns={self.turns}, degrees={self.degrees}, p={self.p})"
 
 
 def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> float:

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from crossvis.errors import CrossVISError
-from crossvis.formats.rle import check_compressed, check_size, short_repr
+from crossvis.formats.rle import MAX_PIXELS, check_compressed, check_size, short_repr
 
 __all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results"]
 
@@ -45,7 +45,9 @@ class ResultEntry:
 
     Attributes:
         index: its position in the results list.
-        segmentations: per frame ``{"size": [h, w], "counts": bytes}`` or None (falsy entries).
+        segmentations: per frame the validated compressed RLE or None (falsy entries): the input's
+            own dict when it already is ``{"size": [h, w], "counts": str}`` (other keys kept),
+            else a new ``{"size": [h, w], "counts": bytes}``. pycocotools reads both.
         mask_areas: int64 [L], pixel count of each frame's mask (0 where absent).
     """
 
@@ -91,6 +93,16 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
             wrong_length.append(n)
         segs = entry.segmentations
         for f, seg in enumerate(res["segmentations"]):
+            if type(seg) is dict:  # the usual case, inline: {"size": [h, w] ints, "counts": ASCII str}
+                text, size = seg.get("counts"), seg.get("size")
+                if (type(text) is str and type(size) is list and len(size) == 2 and type(size[0]) is int
+                        and type(size[1]) is int and 0 <= size[0] and 0 <= size[1]
+                        and size[0] * size[1] <= MAX_PIXELS and text.isascii()):
+                    segs[f] = seg
+                    strings.append((n, f))
+                    counts.append(text)
+                    sizes.append(size)
+                    continue
             if not seg and (seg is None or type(seg) in (list, dict)):
                 continue  # null, [] and {} are absent frames, as officially
             rle = segs[f] = _rle_form(seg, source, n, f, entry.video_id)

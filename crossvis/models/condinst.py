@@ -48,6 +48,7 @@ class CondInst(nn.Module):
             official weights: BGR, mean [103.530, 116.280, 123.675], std [1, 1, 1]).
         min_size_test, max_size_test: inference resize.
         score_threshold, pre_nms_topk, nms_threshold, max_detections, mask_threshold: inference.
+        class_agnostic_nms: NMS over all classes at once instead of per class (official: per class).
 
     Every setting is keyword-only; the recipe keys of a ``model`` node are these names.
     """
@@ -62,7 +63,8 @@ class CondInst(nn.Module):
                  input_format: str = "RGB", size_divisibility: int = 32,
                  min_size_test: int = 360, max_size_test: int = 640,
                  score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_threshold: float = 0.6,
-                 max_detections: int = 100, mask_threshold: float = 0.5) -> None:
+                 max_detections: int = 100, mask_threshold: float = 0.5,
+                 class_agnostic_nms: bool = False) -> None:
         super().__init__()
         if mask_branch is None:
             mask_branch = MaskBranch(neck.output_shape())
@@ -89,7 +91,8 @@ class CondInst(nn.Module):
                                                    mask_feat_stride=mask_branch.out_stride,
                                                    score_threshold=score_threshold, pre_nms_topk=pre_nms_topk,
                                                    nms_threshold=nms_threshold, max_detections=max_detections,
-                                                   mask_threshold=mask_threshold)
+                                                   mask_threshold=mask_threshold,
+                                                   class_agnostic_nms=class_agnostic_nms)
         self.num_classes = head.num_classes
 
     @property

@@ -6,7 +6,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
@@ -55,9 +55,10 @@ class CondInstPostProcessor(nn.Module):
 
     Per level, (location, class) candidates with p_cls·p_ctr > ``score_threshold`` are kept, at
     most ``pre_nms_topk`` per level (highest product); boxes are location ∓ distance·stride;
-    score = sqrt(p_cls·p_ctr). Levels are merged, class-aware NMS (IoU ``nms_threshold``) is
-    applied and the ``max_detections`` best are kept. Boxes are rescaled to the original frame and
-    clipped, empty boxes removed; masks come from the dynamic mask head, are upsampled to the
+    score = sqrt(p_cls·p_ctr). Levels are merged, class-aware NMS (IoU ``nms_threshold``; the
+    official rule) or, with ``class_agnostic_nms``, NMS over all classes together (one detection
+    per object, whatever its class) is applied and the ``max_detections`` best are kept. Boxes
+    are rescaled to the original frame and clipped, empty boxes removed; masks come from the dynamic mask head, are upsampled to the
     padded input (aligned bilinear), cropped to the resized frame, resized bilinearly to the
     original frame and thresholded at ``mask_threshold``.
 
@@ -71,7 +72,7 @@ class CondInstPostProcessor(nn.Module):
     def __init__(self, strides: Sequence[int], mask_head: DynamicMaskHead, *, mask_feat_stride: int = 8,
                  score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_threshold: float = 0.6,
                  max_detections: int = 100, mask_threshold: float = 0.5,
-                 mask_chunk_pixels: int = 1 << 22) -> None:
+                 mask_chunk_pixels: int = 1 << 22, class_agnostic_nms: bool = False) -> None:
         super().__init__()
         self.strides = [int(s) for s in strides]
         self.mask_head = mask_head
@@ -79,6 +80,7 @@ class CondInstPostProcessor(nn.Module):
         self.score_threshold, self.pre_nms_topk = float(score_threshold), int(pre_nms_topk)
         self.nms_threshold, self.max_detections = float(nms_threshold), int(max_detections)
         self.mask_threshold, self.mask_chunk_pixels = float(mask_threshold), int(mask_chunk_pixels)
+        self.class_agnostic_nms = bool(class_agnostic_nms)
 
     def forward(self, outputs: NetworkOutputs, image_sizes: Sequence[tuple[int, int]],
                 orig_sizes: Sequence[tuple[int, int]],
@@ -120,7 +122,10 @@ class CondInstPostProcessor(nn.Module):
     def _single(self, outputs: NetworkOutputs, i: int, image_size: tuple[int, int], orig_size: tuple[int, int],
                 gather: LocationGather) -> FrameDetections:
         c = self._candidates(outputs, i)
-        keep = batched_nms(c.boxes, c.scores, c.labels, self.nms_threshold)[: self.max_detections]
+        if self.class_agnostic_nms:
+            keep = nms(c.boxes, c.scores, self.nms_threshold)[: self.max_detections]
+        else:
+            keep = batched_nms(c.boxes, c.scores, c.labels, self.nms_threshold)[: self.max_detections]
         (h, w), (oh, ow) = image_size, orig_size
         boxes = c.boxes[keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c.boxes.device)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=ow)

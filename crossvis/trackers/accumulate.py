@@ -67,7 +67,7 @@ class VideoAccumulator:
             return
         if det.masks is None:
             raise CrossVISError("accumulator: detections have no masks; the model must return binary masks")
-        rles = encode_masks(det.masks[keep])
+        rles = encode_masks(det.masks if keep.numel() == len(det) else det.masks[keep])
         ids = track_ids[keep].tolist()
         scores = det.scores[keep].tolist()
         labels = det.labels[keep].tolist()

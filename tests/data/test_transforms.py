@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossvis.data import (ColorJitter, Compose, RandomCrop, RandomHorizontalFlip, ResizeShortestEdge,
-                           finalize_instances)
+from crossvis.data import (ColorJitter, Compose, RandomCrop, RandomHorizontalFlip, RandomRotation,
+                           ResizeShortestEdge, finalize_instances)
 from crossvis.data.transforms import rotate_hue
 
 
@@ -185,3 +185,44 @@ def test_new_transforms_are_registered():
         ColorJitter(hue=0.7)
     with pytest.raises(ValueError):
         RandomCrop(min_scale=0.0)
+
+
+def test_rotation_turns_are_exact_and_shared_by_the_clip():
+    clip = _two_frame_clip()
+    seen = set()
+    for seed in range(16):
+        out = RandomRotation(turns=4, p=1.0)(clip, torch.Generator().manual_seed(seed))
+        k = next(k for k in range(4) if torch.equal(out[0]["image"], torch.rot90(clip[0]["image"], k, (1, 2))))
+        seen.add(k)
+        for before, after in zip(clip, out):  # every frame: the same quarter turns, masks with it
+            assert torch.equal(after["image"], torch.rot90(before["image"], k, (1, 2)))
+            assert torch.equal(after["instances"]["masks"], torch.rot90(before["instances"]["masks"], k, (1, 2)))
+            assert after["instances"]["boxes"].tolist() == [_tight_box(m) for m in after["instances"]["masks"].numpy()]
+            assert torch.equal(after["instances"]["ids"], before["instances"]["ids"])
+    assert seen == {0, 1, 2, 3}
+    for seed in range(8):  # two orientations: the frame keeps its shape
+        out = RandomRotation(turns=2, p=1.0)(clip, torch.Generator().manual_seed(seed))
+        assert out[0]["image"].shape == clip[0]["image"].shape
+    assert RandomRotation(p=0.0)(clip, torch.Generator().manual_seed(0)) is clip
+
+
+def test_free_rotation_keeps_the_frame_and_turns_a_bar():
+    masks = np.zeros((1, 41, 41), np.uint8)
+    masks[0, 18:23, 4:37] = 1  # a horizontal bar through the centre
+    frame = _sample(masks)
+    rotate = RandomRotation(turns=1, degrees=90.0, p=1.0)
+    for seed in range(6):
+        gen = torch.Generator().manual_seed(seed)
+        out = rotate([frame, frame], gen)
+        gen = torch.Generator().manual_seed(seed)
+        float(torch.rand((), generator=gen))  # the p draw
+        angle = -90.0 + 180.0 * float(torch.rand((), generator=gen))
+        assert out[0]["image"].shape == (3, 41, 41) and torch.equal(out[0]["image"], out[1]["image"])
+        x1, y1, x2, y2 = out[0]["instances"]["boxes"][0].tolist()
+        # the bar's box is that of a 33 x 5 rectangle turned by the angle (about the centre)
+        a = np.deg2rad(abs(angle))
+        assert x2 - x1 == pytest.approx(33 * np.cos(a) + 5 * np.sin(a), abs=2.5)
+        assert y2 - y1 == pytest.approx(33 * np.sin(a) + 5 * np.cos(a), abs=2.5)
+        assert int(out[0]["instances"]["masks"].sum()) == pytest.approx(33 * 5, rel=0.15)
+    with pytest.raises(ValueError):
+        RandomRotation(turns=3)

@@ -50,3 +50,14 @@ def test_malformed_results_exit_2(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad}:1:3: malformed JSON in the results file" in err
+
+
+def test_workers_give_the_same_metrics_and_a_negative_count_is_refused(capsys):
+    results = []
+    for workers in ("1", "2", "0"):
+        assert main([*ARGS, "--json", "--workers", workers]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1] == results[2]
+    proc = subprocess.run([sys.executable, "-m", "crossvis", *ARGS, "--workers", "-1"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--workers must be >= 0" in proc.stderr and "Traceback" not in proc.stderr

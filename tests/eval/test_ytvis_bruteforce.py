@@ -216,3 +216,33 @@ def test_ovis_cases_cover_every_occlusion_bin():
         gt, results = make_ovis_case(seed, n_videos=4)
         defined += np.array(_assert_agree(gt, results, ovis=True)) > -1
     assert (defined[6:9] > 0).all() and (defined[15:18] > 0).all(), defined
+
+
+def test_parallel_track_ious_match_brute_force(monkeypatch):
+    """With forked workers (threshold lowered so these small cases fork), the metrics still equal
+    the brute force's, and the workers really ran."""
+    import multiprocessing
+
+    import crossvis.eval.tracks as tracks
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    monkeypatch.setattr(tracks, "PARALLEL_MIN_MASKS", 0)
+    forked = []
+    real_context = multiprocessing.get_context
+
+    def spying_context(method=None):
+        forked.append(method)
+        return real_context(method)
+
+    monkeypatch.setattr(tracks.multiprocessing, "get_context", spying_context)
+    for seed in (3, 17):
+        gt, results = make_case(seed, n_videos=4, n_categories=3)
+        stats, per_cat = brute_force_stats(gt, results, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics = YTVISEvaluator(gt, workers=2).evaluate(results)
+        assert [metrics[k] for k in METRIC_KEYS] == pytest.approx(stats, abs=1e-9)
+    assert forked == ["fork", "fork"]
+    with pytest.raises(Exception, match="workers"):
+        YTVISEvaluator(make_case(0)[0], workers=0)

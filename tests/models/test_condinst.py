@@ -132,3 +132,21 @@ def test_build_model_needs_num_classes():
         build_model(recipe)
     # the dataset base declares YouTube-VIS 2019's 40 categories
     assert build_model(load_recipe(RECIPES / "condinst_R50.yaml")).num_classes == 40
+
+
+def test_class_agnostic_nms_keeps_one_detection_per_box():
+    """Random weights give many same-box detections of different classes: class-aware NMS (the
+    official rule) keeps them, class-agnostic NMS leaves no two boxes above the IoU threshold."""
+    torch.manual_seed(0)
+    image = [torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8)]
+    aware = tiny_condinst(score_threshold=0.001, nms_threshold=0.5).eval()
+    agnostic = tiny_condinst(score_threshold=0.001, nms_threshold=0.5, class_agnostic_nms=True).eval()
+    agnostic.load_state_dict(aware.state_dict())
+    with torch.no_grad():
+        det_aware, det_agnostic = aware.predict(image)[0], agnostic.predict(image)[0]
+    iou = box_iou(det_aware.boxes, det_aware.boxes).fill_diagonal_(0)
+    assert (iou > 0.5).any()  # the class-aware result has overlapping boxes (of different classes)
+    iou = box_iou(det_agnostic.boxes, det_agnostic.boxes).fill_diagonal_(0)
+    assert len(det_agnostic) > 0 and not (iou > 0.5).any()
+    # the best detection survives either way
+    assert float(det_agnostic.scores[0]) == float(det_aware.scores[0])

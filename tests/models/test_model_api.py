@@ -30,7 +30,7 @@ def test_crossvis_signature_lists_every_condinst_setting_with_its_default():
         "fcos_loss", "sizes_of_interest", "center_sampling_radius", "max_proposals", "mask_head_channels",
         "mask_head_layers", "rel_coords", "backbone_grad_scale", "pixel_mean", "pixel_std", "input_format",
         "size_divisibility", "min_size_test", "max_size_test", "score_threshold", "pre_nms_topk", "nms_threshold",
-        "max_detections", "mask_threshold"}
+        "max_detections", "mask_threshold", "class_agnostic_nms"}
     for name, param in condinst.items():
         assert crossvis[name].default == param.default and crossvis[name].kind is param.KEYWORD_ONLY, name
     own = [n for n in crossvis if n not in condinst]
