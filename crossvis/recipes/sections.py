@@ -139,6 +139,8 @@ class RuntimeConfig:
     ``aspect_ratio_grouping``: batch landscape and portrait pairs separately. ``eval_at_end``:
     evaluate on ``data.test`` after training when it is set. ``num_threads``: torch intra-op
     threads on CPU (0: the physical cores in this process's affinity mask, see crossvis/threads.py).
+    ``memory_format``: the training layout, ``contiguous``, ``channels_last`` or ``auto`` (on a
+    single CPU process: measured at the start, the faster one; see crossvis/training/memory_format.py).
     """
 
     device: str = "auto"
@@ -149,6 +151,7 @@ class RuntimeConfig:
     aspect_ratio_grouping: bool = True
     eval_at_end: bool = True
     num_threads: int = 0
+    memory_format: str = "contiguous"
 
     def validate(self, where: str = "runtime") -> None:
         self.seed = _number(where, "seed", self.seed, int)
@@ -160,6 +163,9 @@ class RuntimeConfig:
         for key in ("tensorboard", "find_unused_parameters", "aspect_ratio_grouping", "eval_at_end"):
             _flag(where, key, getattr(self, key))
         self.device = str(self.device)
+        if self.memory_format not in ("contiguous", "channels_last", "auto"):
+            raise CrossVISError(f"recipe key {where}.memory_format must be contiguous, channels_last or auto, "
+                                f"got {self.memory_format!r}")
 
     def resolved_device(self) -> str:
         """``device`` with ``auto`` resolved; a device this machine lacks is a CrossVISError."""

@@ -43,6 +43,7 @@ from crossvis.data.categories import check_declared_categories, declared_categor
 from crossvis.threads import configure_threads
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
+from crossvis.training.memory_format import apply_memory_format, fastest_memory_format
 from crossvis.training.metrics import MetricsLogger, plot_loss_curve
 from crossvis.training.sampler import GroupedInfiniteBatchSampler, KeyedDataset, aspect_ratio_groups
 from crossvis.training.seeding import get_rng_states, seed_everything, set_rng_states, worker_init_fn
@@ -125,6 +126,12 @@ class Trainer:
             # the location-aware recipe, so a bad component names its recipe file:line
             model = build_model(self.recipe, num_classes=self.num_classes, num_identities=self.num_identities)
         model.to(self.device)
+        # "auto" is measured when training starts (train()); a resume takes the checkpoint's layout
+        self.memory_format = self.runtime.memory_format
+        if self.memory_format == "auto" and (self.world_size > 1 or self.device.type != "cpu"):
+            self.memory_format = "contiguous"  # the probe is for one CPU process (ranks must agree)
+        if self.memory_format != "auto":
+            apply_memory_format(model, self.memory_format)
         weights = _get(recipe, "model.weights")
         if weights and not Path(weights).is_file():
             raise CrossVISError(f"recipe key model.weights: {weights} does not exist; convert the initial weights "
@@ -226,7 +233,8 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
                  "recipe": self.resolved_recipe, "rng": get_rng_states(),
                  "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch},
-                 CONVENTIONS_KEY: model_conventions(unwrap_model(self.model))}
+                 CONVENTIONS_KEY: model_conventions(unwrap_model(self.model)),
+                 "memory_format": self.memory_format}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -273,6 +281,9 @@ class Trainer:
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
+        if self.memory_format == "auto":  # continue in the layout the run measured and trained in
+            self.memory_format = str(ckpt.get("memory_format", "contiguous"))
+            apply_memory_format(self._model, self.memory_format)
         if "rng" in ckpt:
             set_rng_states(ckpt["rng"])
         saved = ckpt.get("sampler", {})
@@ -282,6 +293,16 @@ class Trainer:
                            "interrupted run", now, path.name, saved)
         if self.is_main:
             logger.info("resumed from %s at iteration %d/%d", path, self.iteration, self.max_iter)
+
+    def _choose_memory_format(self) -> None:
+        """Measure both layouts on the first items of the training set and train in the faster one."""
+        count = min(self.solver.ims_per_batch, len(self.train_dataset))
+        batch = move_to_device([self.train_dataset[i] for i in range(count)], self.device)
+        self.memory_format, seconds = fastest_memory_format(self._model, batch)
+        apply_memory_format(self._model, self.memory_format)
+        if self.is_main:
+            logger.info("runtime.memory_format auto: %s (forward+backward %s)", self.memory_format,
+                        ", ".join(f"{name} {1000 * t:.0f} ms" for name, t in seconds.items()))
 
     def _newest_loadable_checkpoint(self) -> tuple[Optional[Path], Optional[dict[str, Any]], list[Path]]:
         """``(path, checkpoint, set_aside)``: the first candidate that loads; unreadable ones are renamed."""
@@ -344,6 +365,8 @@ class Trainer:
         plugins.call("crossvis_train_start", trainer=self)
         self.model.train()
         loader_iter = iter(self._build_loader()) if self.iteration < self.max_iter else None
+        if self.memory_format == "auto" and loader_iter is not None:
+            self._choose_memory_format()
         try:
             while self.iteration < self.max_iter:
                 t0 = time.perf_counter()

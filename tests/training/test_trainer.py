@@ -117,3 +117,61 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
     recipe["runtime"]["tensorboard"] = True
     with pytest.raises(CrossVISError, match="pip install tensorboard"):
         Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset()).train()
+
+
+def test_memory_format_probe_has_no_side_effects():
+    from crossvis.training.memory_format import fastest_memory_format
+
+    torch.manual_seed(0)
+    model = ToyModel(norm="bn")
+    batch = [ToyPairDataset()[i] for i in range(4)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    best, seconds = fastest_memory_format(model, batch, steps=1)
+    assert best in ("contiguous", "channels_last") and set(seconds) == {"contiguous", "channels_last"}
+    assert all(t > 0 for t in seconds.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
+    assert model.conv.weight.grad is None and model.conv.weight.is_contiguous()
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("chosen", ["contiguous", "channels_last"])
+def test_auto_memory_format_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch, chosen):
+    """``auto`` trains in the measured layout and records it; a resume reuses it without measuring."""
+    import crossvis.training.trainer as trainer_module
+
+    calls = []
+
+    def measured(model, batch, steps=2):
+        calls.append(len(batch))
+        return chosen, {"contiguous": 1.0, "channels_last": 0.5 if chosen == "channels_last" else 2.0}
+
+    monkeypatch.setattr(trainer_module, "fastest_memory_format", measured)
+    recipe = toy_recipe()
+    recipe["runtime"]["memory_format"] = "auto"
+    pm = get_plugin_manager()
+    pm.add_plugin(_StopAt(3), name="stop-at-3")
+    try:
+        torch.manual_seed(0)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset()).train()
+    finally:
+        pm.remove_plugin("stop-at-3")
+    assert calls == [4]
+    ckpt = torch.load(tmp_path / "checkpoints" / "model_0000002.pth", weights_only=True)
+    assert ckpt["memory_format"] == chosen
+    torch.manual_seed(0)
+    model = ToyModel()
+    trainer = Trainer(recipe, tmp_path, resume=True, model=model, train_dataset=ToyPairDataset())
+    assert trainer.memory_format == chosen and calls == [4]  # not measured again
+    layout = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[chosen]
+    assert model.conv.weight.is_contiguous(memory_format=layout)
+    trainer.train()
+    assert calls == [4]
+
+
+def test_bad_memory_format_is_a_recipe_error(tmp_path):
+    recipe = toy_recipe()
+    recipe["runtime"]["memory_format"] = "nhwc"
+    with pytest.raises(CrossVISError, match="runtime.memory_format must be contiguous, channels_last or auto"):
+        Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset())
