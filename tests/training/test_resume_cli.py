@@ -38,7 +38,9 @@ def _args(out, train_ann, train_img, *extra):
     return ["train", "crossvis:quickstart_synthetic", "--output", str(out),
             "--set", f"data.train.annotations={train_ann}", f"data.train.images={train_img}", "data.test=null",
             "solver.max_iter=8", "solver.checkpoint_period=2", "solver.ims_per_batch=2", "solver.warmup_iters=3",
-            "solver.log_period=1", "runtime.num_threads=1", *extra]
+            "solver.log_period=1", "runtime.num_threads=1",
+            # a fixed layout: "auto" measures per run, and two runs may time differently
+            "runtime.memory_format=channels_last", *extra]
 
 
 def _losses(out):
