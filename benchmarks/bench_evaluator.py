@@ -25,7 +25,6 @@ import copy
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from crossvis.eval import YTVISEvaluator
+from crossvis.inference.autotune import cpu_model
 
 H, W = 720, 1280
 
@@ -129,7 +129,7 @@ def main() -> None:
                             unique=args.unique)
     t1 = time.perf_counter()
     masks = sum(s is not None for r in results for s in r["segmentations"])
-    print(f"cpu: {platform.processor() or platform.machine()} ({_cpu_model()}), load {os.getloadavg()[0]:.2f}")
+    print(f"cpu: {cpu_model()}, load {os.getloadavg()[0]:.2f}")
     print(f"data: {args.videos} videos x {args.preds} predictions x {args.frames} frames ({masks:,} predicted "
           f"masks, {'all distinct' if args.unique else f'{args.variants} variants per object'}, {H}x{W}); "
           f"generated in {t1 - t0:.1f} s")
@@ -176,16 +176,6 @@ def main() -> None:
         print(f"  crossvis in-process: {official / min(ours):.2f}x faster")
         if cli is not None:
             print(f"  `crossvis evaluate` whole command: {official / cli:.2f}x faster")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def run_official(gt: dict, results: list[dict]) -> tuple[np.ndarray, float]:

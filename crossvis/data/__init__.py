@@ -16,8 +16,8 @@ _LAZY = {
     **dict.fromkeys(("SHAPES", "SyntheticPaths", "generate_synthetic_dataset", "generate_synthetic_splits",
                      "OcclusionSetting"), "crossvis.data.synthetic"),
     **dict.fromkeys(("CheckReport", "Problem", "check_annotations"), "crossvis.data.check"),
-    **dict.fromkeys(("ColorJitter", "Compose", "RandomCrop", "RandomHorizontalFlip", "RandomRotation", "ResizeShortestEdge",
-                     "finalize_instances", "mask_boxes"), "crossvis.data.transforms"),
+    **dict.fromkeys(("ColorJitter", "Compose", "RandomCrop", "RandomHorizontalFlip", "RandomRotation",
+                     "ResizeShortestEdge", "finalize_instances", "mask_boxes"), "crossvis.data.transforms"),
     **dict.fromkeys(("VideoSource", "open_video_source", "write_video", "read_image"), "crossvis.data.video"),
 }
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from crossvis.errors import CrossVISError
-from crossvis.formats.rle import MAX_PIXELS, check_compressed, check_size, short_repr
+from crossvis.formats.rle import check_compressed, check_size, short_repr
 
 __all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results"]
 
@@ -95,9 +95,7 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
         for f, seg in enumerate(res["segmentations"]):
             if type(seg) is dict:  # the usual case, inline: {"size": [h, w] ints, "counts": ASCII str}
                 text, size = seg.get("counts"), seg.get("size")
-                if (type(text) is str and type(size) is list and len(size) == 2 and type(size[0]) is int
-                        and type(size[1]) is int and 0 <= size[0] and 0 <= size[1]
-                        and size[0] * size[1] <= MAX_PIXELS and text.isascii()):
+                if type(text) is str and text.isascii() and check_size(size) is None:
                     segs[f] = seg
                     strings.append((n, f))
                     counts.append(text)

@@ -114,7 +114,8 @@ _PROBLEMS = {
 }
 
 
-def check_compressed(counts: Sequence[bytes | str], sizes: Sequence[Sequence[int]]) -> tuple[list[Optional[str]], np.ndarray]:
+def check_compressed(counts: Sequence[bytes | str],
+                     sizes: Sequence[Sequence[int]]) -> tuple[list[Optional[str]], np.ndarray]:
     """Validate compressed RLE strings, all at once.
 
     Args:
@@ -140,7 +141,7 @@ def check_compressed(counts: Sequence[bytes | str], sizes: Sequence[Sequence[int
     unique_problems: dict[int, str] = {}
     bounds = np.searchsorted(np.cumsum(lengths), np.arange(_CHUNK_CHARS, int(lengths.sum()), _CHUNK_CHARS))
     for start, stop in zip([0, *(bounds + 1).tolist()], [*(bounds + 1).tolist(), len(keys)]):
-        if start >= stop:  # chunks of about 4 M characters keep the temporaries small
+        if start >= stop:  # a string longer than a chunk already ended the previous one
             continue
         reason, sums, chunk_areas = _decode_chunk([k[0] for k in keys[start:stop]], lengths[start:stop])
         expected = pixels[start:stop]

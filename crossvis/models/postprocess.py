@@ -6,7 +6,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import batched_nms
 
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
@@ -58,7 +58,8 @@ class CondInstPostProcessor(nn.Module):
     score = sqrt(p_cls·p_ctr). Levels are merged, class-aware NMS (IoU ``nms_threshold``; the
     official rule) or, with ``class_agnostic_nms``, NMS over all classes together (one detection
     per object, whatever its class) is applied and the ``max_detections`` best are kept. Boxes
-    are rescaled to the original frame and clipped, empty boxes removed; masks come from the dynamic mask head, are upsampled to the
+    are rescaled to the original frame and clipped, empty boxes removed; masks come from the
+    dynamic mask head, are upsampled to the
     padded input (aligned bilinear), cropped to the resized frame, resized bilinearly to the
     original frame and thresholded at ``mask_threshold``.
 
@@ -122,10 +123,8 @@ class CondInstPostProcessor(nn.Module):
     def _single(self, outputs: NetworkOutputs, i: int, image_size: tuple[int, int], orig_size: tuple[int, int],
                 gather: LocationGather) -> FrameDetections:
         c = self._candidates(outputs, i)
-        if self.class_agnostic_nms:
-            keep = nms(c.boxes, c.scores, self.nms_threshold)[: self.max_detections]
-        else:
-            keep = batched_nms(c.boxes, c.scores, c.labels, self.nms_threshold)[: self.max_detections]
+        groups = torch.zeros_like(c.labels) if self.class_agnostic_nms else c.labels
+        keep = batched_nms(c.boxes, c.scores, groups, self.nms_threshold)[: self.max_detections]
         (h, w), (oh, ow) = image_size, orig_size
         boxes = c.boxes[keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c.boxes.device)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=ow)

@@ -18,12 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MEMORY_FORMATS", "apply_memory_format", "fastest_memory_format"]
+__all__ = ["apply_memory_format", "fastest_memory_format"]
 
 logger = logging.getLogger(__name__)
 
-#: recipe values of ``runtime.memory_format``
-MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
 _LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 #: channels-last must be this much faster to be chosen (timings of a few steps are noisy)
 MARGIN = 0.05
