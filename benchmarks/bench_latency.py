@@ -163,14 +163,15 @@ def format_candidates(arch: str, table: list, reference: "bench.BenchResult | No
 
 
 def format_accuracy(table: dict) -> str:
-    """The accuracy guard per backend: mask IoU vs fp32 (≥ 0.98) and AP within ±1 point."""
+    """The accuracy guard per backend: mask IoU vs fp32 (≥ 0.98) and AP within ±1 point (AP as a
+    fraction, like every crossvis command: ±0.01)."""
     lines = [f"{'backend':<15}{'mask IoU':>10}{'AP':>8}{'dAP':>8}  guard"]
     for name, row in table.items():
         if "skipped" in row:
             lines.append(f"{name:<15}{'':>26}  skipped: {row['skipped']}")
             continue
-        ok = row["mask_iou"] >= 0.98 and abs(row["dAP"]) <= 1.0
-        lines.append(f"{name:<15}{row['mask_iou']:>10.3f}{row['AP']:>8.2f}{row['dAP']:>+8.2f}  "
+        ok = row["mask_iou"] >= 0.98 and abs(row["dAP"]) <= 0.01
+        lines.append(f"{name:<15}{row['mask_iou']:>10.3f}{row['AP']:>8.3f}{row['dAP']:>+8.3f}  "
                      f"{'pass' if ok else 'FAIL'}")
     return "\n".join(lines)
 

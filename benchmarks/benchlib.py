@@ -318,7 +318,7 @@ def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str
     Runs the fp32 :class:`~crossvis.inference.predictor.Predictor` and one per backend (pinned,
     through :class:`~crossvis.inference.autotune.TunedInference`) on the same frames. Per backend:
     ``mask_iou`` = :func:`~crossvis.inference.autotune.mask_agreement` of its tracked instances
-    with the fp32 ones over all frames, ``AP`` (YouTube-VIS, percent) and ``dAP`` = AP − AP(fp32);
+    with the fp32 ones over all frames, ``AP`` (YouTube-VIS, a fraction like the official evaluator's) and ``dAP`` = AP − AP(fp32);
     a backend that cannot run here gets ``skipped``.
     """
     import json
@@ -354,7 +354,7 @@ def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str
         return tracked, results
 
     reference, ref_results = run(None)
-    ref_ap = 100.0 * evaluate_ytvis(subset, ref_results, allow_empty=True)["AP"]
+    ref_ap = evaluate_ytvis(subset, ref_results, allow_empty=True)["AP"]
     out: dict[str, dict[str, float]] = {}
     for name in names:
         why = backend_unavailable(name, torch.device("cpu"))
@@ -362,6 +362,6 @@ def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str
             out[name] = {"skipped": why}
             continue
         tracked, results = (reference, ref_results) if name == "fp32" else run(name)
-        ap = 100.0 * evaluate_ytvis(subset, results, allow_empty=True)["AP"]
+        ap = evaluate_ytvis(subset, results, allow_empty=True)["AP"]
         out[name] = {"mask_iou": mask_agreement(reference, tracked), "AP": ap, "dAP": ap - ref_ap}
     return out

@@ -73,8 +73,9 @@ def _command_modules() -> list[str]:
     return sorted(info.name for info in pkgutil.iter_modules(commands.__path__) if not info.name.startswith("_"))
 
 
-def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
-    """The argument parser: built-in verbs, plus the plugins' verbs when ``with_plugins``."""
+def build_parser(with_plugins: bool = False, verb: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser: built-in verbs, plus the plugins' verbs when ``with_plugins`` (or when
+    ``verb`` is given and is not a built-in one: plugins are loaded only for a verb they may own)."""
     parser = _Parser(
         prog="crossvis", description="Fast online video instance segmentation (CrossVIS).",
         epilog="Installed plugins may add commands; `crossvis plugins` lists them.")
@@ -84,7 +85,7 @@ def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _command_modules():
         importlib.import_module(f"crossvis.commands.{name}").add_parser(subparsers)
-    if with_plugins:
+    if with_plugins or (verb is not None and verb not in subparsers.choices):
         from crossvis.plugins import get_plugin_manager
 
         get_plugin_manager().call("crossvis_add_commands", subparsers=subparsers)
@@ -109,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         verb = _verb(argv)
-        parser = build_parser(with_plugins=verb is not None and verb not in builtin_commands())
+        parser = build_parser(verb=verb)
         args = parser.parse_args(argv)
         configure_logging(-1 if args.quiet else args.verbose)
         if args.version:

@@ -129,34 +129,43 @@ class DLA(Backbone):
         norm: ``"BN"`` (reference), ``"FrozenBN"`` or ``"GN"``.
         out_features: names of the returned levels, a subset of ``("level0", …, "level5")``;
             levels after the last requested one are not built.
+        stem_stride: 1 (reference) or 2. With 2 the base layer strides by 2 and level1 by 1, so
+            the base layer and level0 run at half resolution (a quarter of their cost) and level0
+            has stride 2; level1..level5 keep their strides and every parameter keeps its shape.
+            For small models trained from scratch, where the two full-resolution layers are a
+            third of a training step.
 
     The defaults are DLA-34 (15,270,832 parameters with all levels).
     """
 
     def __init__(self, levels: Sequence[int] = (1, 1, 1, 2, 2, 1),
                  channels: Sequence[int] = (16, 32, 64, 128, 256, 512), norm: str = "BN",
-                 out_features: Sequence[str] = ("level3", "level4", "level5")) -> None:
+                 out_features: Sequence[str] = ("level3", "level4", "level5"),
+                 stem_stride: int = 1) -> None:
         super().__init__()
         check_norm(norm, "DLA")
         levels, channels = tuple(levels), tuple(channels)
         if len(levels) != 6 or len(channels) != 6 or min(levels + channels) < 1:
             raise CrossVISError(f"DLA: levels and channels need six positive integers each, "
                                 f"got levels={list(levels)} channels={list(channels)}")
+        if stem_stride not in (1, 2):
+            raise CrossVISError(f"DLA: stem_stride must be 1 or 2, got {stem_stride!r}")
         self._out_features = _check_out_features(out_features)
         num_levels = 1 + max(DLA_LEVELS.index(n) for n in self._out_features)
 
-        self.base_layer = nn.Sequential(nn.Conv2d(3, channels[0], 7, padding=3, bias=False),
+        self.base_layer = nn.Sequential(nn.Conv2d(3, channels[0], 7, stride=stem_stride, padding=3, bias=False),
                                         get_norm(norm, channels[0]), nn.ReLU(inplace=True))
         in_channels = channels[0]
         for i in range(num_levels):
             if i < 2:
-                level = _conv_level(in_channels, channels[i], levels[i], stride=1 + i, norm=norm)
+                stride = 2 if i == 1 and stem_stride == 1 else 1  # level1 is at stride 2 either way
+                level = _conv_level(in_channels, channels[i], levels[i], stride=stride, norm=norm)
             else:
                 level = Tree(levels[i], in_channels, channels[i], stride=2, norm=norm,
                              level_root=i > 2)
             setattr(self, f"level{i}", level)
             in_channels = channels[i]
-        self._shapes = {f"level{i}": ShapeSpec(channels=channels[i], stride=2 ** i)
+        self._shapes = {f"level{i}": ShapeSpec(channels=channels[i], stride=max(2 ** i, stem_stride))
                         for i in range(num_levels)}
         self._init_weights()
 

@@ -6,9 +6,10 @@ import itertools
 import math
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: `crossvis --help` imports no numpy
+    import numpy as np
 
 
 def add_parser(subparsers) -> None:

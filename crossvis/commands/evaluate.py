@@ -7,7 +7,6 @@ import sys
 import warnings
 
 from crossvis.errors import CrossVISError
-from crossvis.eval import PROTOCOLS, YTVISEvaluator
 from crossvis.threads import available_physical_cores
 
 
@@ -21,16 +20,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--results", required=True, metavar="RESULTS.json", help="results JSON (list of predictions)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with all metrics")
     parser.add_argument("--per-category", action="store_true", help="also print the AP of every category")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="ytvis",
+    # the evaluator checks the name (crossvis.eval.PROTOCOLS), so --help need not import it
+    parser.add_argument("--protocol", default="ytvis", metavar="{ytvis,ovis}",
                         help="ytvis (default): the 12 YouTube-VIS metrics; ovis: the 18 OVIS metrics with the "
                              "occlusion bins APso/APmo/APho (needs 'occlusion' labels on every ground-truth track)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
-                        help="processes for the track IoUs of large inputs (default 0: the physical cores "
+                        help="processes for the RLE checks and track IoUs of large inputs (default 0: the physical cores "
                              "available to this process; 1: one process). The metrics do not depend on it")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossvis.eval import YTVISEvaluator
+
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning

@@ -13,14 +13,15 @@ __all__ = ["prepare_predictions"]
 
 
 def prepare_predictions(results: list[dict], gt: GroundTruth, source: str = "results", allow_empty: bool = False,
-                        exact_length: bool = False) -> dict[tuple, list[Track]]:
+                        exact_length: bool = False, workers: int = 1) -> dict[tuple, list[Track]]:
     """Group predictions by (video_id, category_id), in results order; ``results`` is not modified.
 
     ``results`` is validated first (:func:`crossvis.formats.validate_results`: every mask's RLE is
     checked before pycocotools reads it; frame counts and scores as documented there). Per frame
     the area is the RLE pixel count (0 where the entry is falsy); ``avg_area`` is the mean of the
     non-zero areas, 0 if none (ytvos ``loadRes``). Predictions in categories that the ground truth
-    does not list are dropped, as officially, with a warning.
+    does not list are dropped, as officially, with a warning. ``workers``: processes for the RLE
+    checks of large inputs (the result does not depend on it).
 
     Raises:
         CrossVISError: not a list (or empty without ``allow_empty``), missing keys, a non-finite
@@ -28,7 +29,7 @@ def prepare_predictions(results: list[dict], gt: GroundTruth, source: str = "res
             and with ``exact_length`` (OVIS) a frame count that differs from the video's.
     """
     entries = validate_results(results, source, frame_counts=gt.frame_counts, exact_length=exact_length,
-                               allow_empty=allow_empty)
+                               allow_empty=allow_empty, workers=workers)
     categories = set(gt.category_ids)
     grouped: dict[tuple, list[Track]] = {}
     dropped = 0

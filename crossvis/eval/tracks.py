@@ -13,19 +13,19 @@ A :class:`Track` holds one ground-truth or predicted instance through a video: o
 """
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from crossvis.parallel import forked_map
+
 __all__ = ["Track", "track_iou_matrix", "track_iou_matrices"]
 
 #: Below this many predicted frame masks the work is done in-process: starting workers would cost
 #: more than it saves (measured: about 7 µs of IoU work per mask, 20-40 ms to start two workers).
 PARALLEL_MIN_MASKS = 20_000
-_PAIRS: list = []  # the (predictions, ground truth) pairs forked workers read (inherited, never pickled)
 
 
 @dataclass(eq=False)
@@ -147,27 +147,15 @@ def track_iou_matrices(pairs: Sequence[tuple[Sequence[Track], Sequence[Track]]],
                        workers: int = 1) -> list[tuple[np.ndarray, bool]]:
     """:func:`track_iou_matrix` of every ``(dts, gts)`` pair, in order.
 
-    With ``workers`` > 1, at least :data:`PARALLEL_MIN_MASKS` predicted masks and the ``fork``
-    start method (Linux), the pairs are split over that many forked processes, which read the
-    tracks from the parent's memory; only the small IoU matrices travel back. The results are
+    With ``workers`` > 1 and at least :data:`PARALLEL_MIN_MASKS` predicted masks the pairs are
+    split over that many forked processes (:func:`crossvis.parallel.forked_map`: they read the
+    tracks from the parent's memory; only the small IoU matrices travel back). The results are
     identical to the serial ones.
     """
-    global _PAIRS
     masks = sum(len(t) for dts, gts in pairs if gts for t in dts)
-    if workers <= 1 or len(pairs) < 2 or masks < PARALLEL_MIN_MASKS \
-            or "fork" not in multiprocessing.get_all_start_methods():
-        return [track_iou_matrix(dts, gts) for dts, gts in pairs]
-    _PAIRS = list(pairs)
-    try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(pairs))) as pool:
-            return pool.map(_pair_iou, range(len(pairs)), chunksize=max(1, len(pairs) // (8 * workers)))
-    finally:
-        _PAIRS = []
-
-
-def _pair_iou(index: int) -> tuple[np.ndarray, bool]:
-    dts, gts = _PAIRS[index]
-    return track_iou_matrix(dts, gts)
+    if masks < PARALLEL_MIN_MASKS:
+        workers = 1
+    return forked_map(lambda k: track_iou_matrix(*pairs[k]), len(pairs), workers)
 
 
 def _add_intersections(inter: np.ndarray, di: np.ndarray, gj: np.ndarray, drle: list, grle: list,

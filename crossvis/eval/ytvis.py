@@ -72,7 +72,8 @@ class YTVISEvaluator:
             per-frame CocoVID layout. It is never modified.
         protocol: ``"ytvis"`` (official YouTube-VIS) or ``"ovis"`` (official OVIS: every ground-truth
             track needs per-frame ``occlusion`` labels; 18 metrics with APso/APmo/APho, ARso/ARmo/ARho).
-        workers: processes for the track IoUs (Linux; large inputs only, see
+        workers: processes for the RLE checks of the results and the track IoUs (Linux; large
+            inputs only, see :func:`~crossvis.formats.rle.check_compressed` and
             :func:`~crossvis.eval.tracks.track_iou_matrices`); 1 = all in this process. The
             numbers do not depend on it.
 
@@ -121,7 +122,7 @@ class YTVISEvaluator:
                 source = f"results file {os.fspath(results)}"
                 results = read_json(results, "results file")
             predictions = prepare_predictions(results, self.gt, source, allow_empty,
-                                              exact_length=self.protocol == "ovis")
+                                              exact_length=self.protocol == "ovis", workers=self.workers)
             cells = self._match_all(predictions)
         precision, recall = _accumulate(cells, len(self.gt.category_ids))
         self.stats = _summarize(precision, recall, self._occlusion_ranges(), self.metric_keys)

@@ -60,7 +60,7 @@ class ResultEntry:
 
 
 def validate_results(results: Any, source: str = "results", *, frame_counts: Optional[Mapping[Any, int]] = None,
-                     exact_length: bool = False, allow_empty: bool = False) -> list[ResultEntry]:
+                     exact_length: bool = False, allow_empty: bool = False, workers: int = 1) -> list[ResultEntry]:
     """Validate a results list (the input is not modified) and return its predictions.
 
     Args:
@@ -70,6 +70,8 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
             prediction's video must be listed and its frame count is compared.
         exact_length: a frame count that differs from the video's is an error (OVIS), not a warning.
         allow_empty: accept an empty list.
+        workers: processes for the RLE checks of large inputs (see
+            :func:`~crossvis.formats.rle.check_compressed`); the result does not depend on it.
 
     Raises:
         CrossVISError: naming the first offending prediction (index, video, frame) and what to do.
@@ -109,7 +111,7 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
             sizes.append(rle["size"])
         entries.append(entry)
     if strings:
-        problems, areas = check_compressed(counts, sizes)
+        problems, areas = check_compressed(counts, sizes, workers)
         if any(problems):
             k = next(k for k, p in enumerate(problems) if p)
             n, f = strings[k]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from crossvis.errors import CrossVISError
 
@@ -58,6 +58,9 @@ class SolverConfig:
     scaling rule against ``reference_batch_size``: with ``k = ims_per_batch / reference_batch_size``
     the learning rate is multiplied by ``k`` and ``max_iter``, ``steps``, ``warmup_iters`` and
     ``checkpoint_period`` are divided by ``k`` (so the number of pairs seen stays the same).
+    ``amp``: mixed precision, float16 autocast with loss scaling on CUDA, bfloat16 autocast on CPU;
+    ``auto``: on one CPU process, measured at the start together with ``runtime.memory_format``
+    (bf16 is chosen only where it is faster, see crossvis/training/autotune.py); on CUDA, on.
     """
 
     optimizer: str = "sgd"
@@ -74,7 +77,7 @@ class SolverConfig:
     warmup_factor: float = 0.001
     checkpoint_period: int = 1900
     keep_last: int = 3
-    amp: bool = False
+    amp: Union[bool, str] = False
     clip_grad_norm: Optional[float] = None
     scale_by_batch: bool = False
     reference_batch_size: int = 16
@@ -108,8 +111,9 @@ class SolverConfig:
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise CrossVISError(f"recipe key {where}.clip_grad_norm must be positive (or null), "
                                 f"got {self.clip_grad_norm}")
-        for key in ("amp", "scale_by_batch"):
-            _flag(where, key, getattr(self, key))
+        _flag(where, "scale_by_batch", self.scale_by_batch)
+        if self.amp != "auto" and not isinstance(self.amp, bool):
+            raise CrossVISError(f"recipe key {where}.amp must be true, false or auto, got {self.amp!r}")
         if not 0.0 < self.warmup_factor <= 1.0:
             raise CrossVISError(f"recipe key {where}.warmup_factor must be in (0, 1], got {self.warmup_factor}")
 
@@ -140,7 +144,7 @@ class RuntimeConfig:
     evaluate on ``data.test`` after training when it is set. ``num_threads``: torch intra-op
     threads on CPU (0: the physical cores in this process's affinity mask, see crossvis/threads.py).
     ``memory_format``: the training layout, ``contiguous``, ``channels_last`` or ``auto`` (on a
-    single CPU process: measured at the start, the faster one; see crossvis/training/memory_format.py).
+    single CPU process: measured at the start, the faster one; see crossvis/training/autotune.py).
     """
 
     device: str = "auto"

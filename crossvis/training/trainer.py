@@ -24,7 +24,6 @@ A resume removes the temporary files killed saves left, falls back past unreadab
 from __future__ import annotations
 
 import logging
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from crossvis.data.categories import check_declared_categories, declared_categor
 from crossvis.threads import configure_threads
 from crossvis.training.checkpointer import Checkpointer
 from crossvis.recipes.sections import RuntimeConfig, SolverConfig, section
-from crossvis.training.memory_format import apply_memory_format, fastest_memory_format
+from crossvis.training.autotune import apply_memory_format, autocast, fastest_training_setup
 from crossvis.training.metrics import MetricsLogger, plot_loss_curve
 from crossvis.training.sampler import GroupedInfiniteBatchSampler, KeyedDataset, aspect_ratio_groups
 from crossvis.training.seeding import get_rng_states, seed_everything, set_rng_states, worker_init_fn
@@ -126,10 +125,18 @@ class Trainer:
             # the location-aware recipe, so a bad component names its recipe file:line
             model = build_model(self.recipe, num_classes=self.num_classes, num_identities=self.num_identities)
         model.to(self.device)
-        # "auto" is measured when training starts (train()); a resume takes the checkpoint's layout
+        # "auto" layout and precision are measured when training starts (train()); a resume takes
+        # the checkpoint's. The probe is for one CPU process (DDP ranks must agree; on CUDA
+        # channels-last is not measured and float16 autocast is the standard choice).
         self.memory_format = self.runtime.memory_format
-        if self.memory_format == "auto" and (self.world_size > 1 or self.device.type != "cpu"):
-            self.memory_format = "contiguous"  # the probe is for one CPU process (ranks must agree)
+        self.use_amp: Union[bool, str] = self.solver.amp
+        if self.world_size > 1 or self.device.type != "cpu":
+            if self.memory_format == "auto":
+                self.memory_format = "contiguous"
+            if self.use_amp == "auto":
+                self.use_amp = self.device.type == "cuda"
+        if self.device.type not in ("cpu", "cuda"):
+            self.use_amp = False  # autocast is used on CPU (bfloat16) and CUDA (float16) only
         if self.memory_format != "auto":
             apply_memory_format(model, self.memory_format)
         weights = _get(recipe, "model.weights")
@@ -143,9 +150,7 @@ class Trainer:
                                            self.solver.warmup_iters, self.solver.warmup_factor)
         # mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU (bf16 has
         # float32's exponent range, so no loss scaling is needed)
-        self.use_amp = bool(self.solver.amp) and self.device.type in ("cuda", "cpu")
-        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp is True and self.device.type == "cuda" else None
         self._model = model
         if resume:
             self._resume()
@@ -234,7 +239,7 @@ class Trainer:
                  "recipe": self.resolved_recipe, "rng": get_rng_states(),
                  "sampler": {"seed": self.runtime.seed, "ims_per_batch": self.solver.ims_per_batch},
                  CONVENTIONS_KEY: model_conventions(unwrap_model(self.model)),
-                 "memory_format": self.memory_format}
+                 "memory_format": self.memory_format, "amp": self.use_amp}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -281,9 +286,11 @@ class Trainer:
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
-        if self.memory_format == "auto":  # continue in the layout the run measured and trained in
+        if self.memory_format == "auto":  # continue in the setup the run measured and trained in
             self.memory_format = str(ckpt.get("memory_format", "contiguous"))
             apply_memory_format(self._model, self.memory_format)
+        if self.use_amp == "auto":
+            self.use_amp = ckpt.get("amp") is True
         if "rng" in ckpt:
             set_rng_states(ckpt["rng"])
         saved = ckpt.get("sampler", {})
@@ -294,15 +301,26 @@ class Trainer:
         if self.is_main:
             logger.info("resumed from %s at iteration %d/%d", path, self.iteration, self.max_iter)
 
-    def _choose_memory_format(self) -> None:
-        """Measure both layouts on the first items of the training set and train in the faster one."""
+    @property
+    def _setup_pending(self) -> bool:
+        return self.memory_format == "auto" or self.use_amp == "auto"
+
+    def _choose_training_setup(self) -> None:
+        """Time the ``auto`` layout/precision candidates on the first items of the training set and
+        train in the fastest (crossvis/training/autotune.py)."""
         count = min(self.solver.ims_per_batch, len(self.train_dataset))
         batch = move_to_device([self.train_dataset[i] for i in range(count)], self.device)
-        self.memory_format, seconds = fastest_memory_format(self._model, batch)
+        layouts = ["contiguous", "channels_last"] if self.memory_format == "auto" else [self.memory_format]
+        amps = [False, True] if self.use_amp == "auto" else [bool(self.use_amp)]
+        if self.is_main:
+            logger.info("timing %d training setups (layout x precision) on the first %d items ...",
+                        len(layouts) * len(amps), count)
+        best, seconds = fastest_training_setup(self._model, batch, layouts, amps, device_type=self.device.type)
+        self.memory_format, self.use_amp = best.memory_format, best.amp
         apply_memory_format(self._model, self.memory_format)
         if self.is_main:
-            logger.info("runtime.memory_format auto: %s (forward+backward %s)", self.memory_format,
-                        ", ".join(f"{name} {1000 * t:.0f} ms" for name, t in seconds.items()))
+            logger.info("training in %s, the fastest here (forward+backward: %s)", best,
+                        ", ".join(f"{setup} {1000 * t:.0f} ms" for setup, t in seconds.items()))
 
     def _newest_loadable_checkpoint(self) -> tuple[Optional[Path], Optional[dict[str, Any]], list[Path]]:
         """``(path, checkpoint, set_aside)``: the first candidate that loads; unreadable ones are renamed."""
@@ -323,8 +341,7 @@ class Trainer:
     def run_step(self, batch: list[Any]) -> dict[str, float]:
         """One optimizer step on ``batch`` (this rank's share); returns this rank's float losses."""
         batch = move_to_device(batch, self.device)
-        amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp else contextlib.nullcontext()
-        with amp:
+        with autocast(self.device.type, self.use_amp is True):  # "auto" not yet measured: fp32
             losses = self.model(batch)
         if not isinstance(losses, Mapping) or not losses:
             raise CrossVISError("the model's training forward must return a non-empty dict of loss_* tensors")
@@ -365,8 +382,8 @@ class Trainer:
         plugins.call("crossvis_train_start", trainer=self)
         self.model.train()
         loader_iter = iter(self._build_loader()) if self.iteration < self.max_iter else None
-        if self.memory_format == "auto" and loader_iter is not None:
-            self._choose_memory_format()
+        if self._setup_pending and loader_iter is not None:
+            self._choose_training_setup()
         try:
             while self.iteration < self.max_iter:
                 t0 = time.perf_counter()

@@ -70,3 +70,19 @@ def test_default_videos_are_unchanged_by_the_occlusion_option(tmp_path):
     b = generate_synthetic_dataset(tmp_path / "b", num_videos=2, num_frames=5, seed=4, occlusion=None)
     c = generate_synthetic_dataset(tmp_path / "c", num_videos=2, num_frames=5, seed=4, occlusion=OcclusionSetting())
     assert a.annotations.read_bytes() == b.annotations.read_bytes() != c.annotations.read_bytes()
+
+
+@pytest.mark.parametrize("medians, verdict", [([0.1, 0.2, 0.3, 0.4], "agrees with"),
+                                              ([0.2, 0.1, 0.4, 0.3], "differs from")])
+def test_table8_summary_compares_the_ordering_with_the_paper(ablation, tmp_path, capsys, medians, verdict):
+    import argparse
+
+    rows = [(name, col, gbe, [m - 0.05, m, m + 0.01])
+            for (name, col, _), gbe, m in zip(ablation.VARIANTS, [False, False, True, True], medians)]
+    args = argparse.Namespace(seeds=3, max_iter=10, train_videos=4, test_videos=2)
+    ablation.print_table8(rows, args, tmp_path)
+    printed = capsys.readouterr().out
+    assert verdict in printed and "32.1" in printed and "34.8" in printed
+    summary = json.loads((tmp_path / "table8_summary.json").read_text())
+    assert [r["median_AP"] for r in summary["rows"]] == pytest.approx(medians)
+    assert [r["paper_AP"] for r in summary["rows"]] == [32.1, 33.1, 33.5, 34.8]

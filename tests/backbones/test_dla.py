@@ -116,8 +116,29 @@ def test_other_norms(norm):
     assert model(torch.randn(1, 3, 32, 32))["level3"].shape == (1, 128, 4, 4)
 
 
+def test_stem_stride_two_halves_only_the_first_two_layers():
+    """stem_stride=2 keeps every parameter's shape and the strides from level1 on; the base layer
+    and level0 run at half resolution, and level1 then does not stride."""
+    torch.manual_seed(0)
+    ref, fast = DLA(out_features=ALL_LEVELS), DLA(out_features=ALL_LEVELS, stem_stride=2)
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in fast.state_dict().items()}
+    assert [s.stride for s in fast.output_shape().values()] == [2, 2, 4, 8, 16, 32]
+    x = torch.randn(1, 3, 64, 96)
+    shapes = {k: tuple(v.shape) for k, v in fast.eval()(x).items()}
+    assert shapes["level0"] == (1, 16, 32, 48) and shapes["level1"] == (1, 32, 32, 48)
+    assert shapes["level5"] == tuple(ref.eval()(x)["level5"].shape) == (1, 512, 2, 3)
+    assert fast.base_layer[0].stride == (2, 2) and fast.level1[0].stride == (1, 1)
+    # with equal weights, level0 of the strided stem is the reference base layer + level0 computed
+    # on the stride-2 grid of the 7x7 convolution: the stem equals a strided reference stem
+    fast.load_state_dict(ref.state_dict())
+    stem = F.conv2d(x, ref.base_layer[0].weight, stride=2, padding=3)
+    expected = ref.level0(ref.base_layer[2](ref.base_layer[1](stem)))
+    assert torch.allclose(fast(x)["level0"], expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs", [
-    {"norm": "LN"}, {"out_features": ("level6",)}, {"levels": (1, 1, 1)}, {"channels": (0,) * 6}])
+    {"norm": "LN"}, {"out_features": ("level6",)}, {"levels": (1, 1, 1)}, {"channels": (0,) * 6},
+    {"stem_stride": 4}])
 def test_bad_arguments_raise_a_clear_error(kwargs):
     with pytest.raises(CrossVISError, match="DLA"):
         DLA(**kwargs)

@@ -226,3 +226,18 @@ def test_free_rotation_keeps_the_frame_and_turns_a_bar():
         assert int(out[0]["instances"]["masks"].sum()) == pytest.approx(33 * 5, rel=0.15)
     with pytest.raises(ValueError):
         RandomRotation(turns=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_mask_boxes_equal_torchvision_plus_one(n, h, w, seed):
+    """The vectorised tight boxes equal torchvision's masks_to_boxes with exclusive ends."""
+    from torchvision.ops import masks_to_boxes
+
+    from crossvis.data import mask_boxes
+
+    masks = torch.from_numpy(np.random.default_rng(seed).random((n, h, w)) < 0.3)
+    masks[:, h // 2, w // 2] = True  # non-empty, as the function requires
+    expected = masks_to_boxes(masks).float() + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert torch.equal(mask_boxes(masks.to(torch.uint8)), expected)
+    assert [_tight_box(m) for m in masks.numpy()] == expected.tolist()

@@ -219,15 +219,19 @@ def test_ovis_cases_cover_every_occlusion_bin():
 
 
 def test_parallel_track_ious_match_brute_force(monkeypatch):
-    """With forked workers (threshold lowered so these small cases fork), the metrics still equal
-    the brute force's, and the workers really ran."""
+    """With forked workers (thresholds lowered so these small cases fork, for the RLE checks and
+    the track IoUs), the metrics still equal the brute force's, and the workers really ran."""
     import multiprocessing
 
     import crossvis.eval.tracks as tracks
+    import crossvis.formats.rle as rle
+    import crossvis.parallel as parallel
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork start method on this platform")
     monkeypatch.setattr(tracks, "PARALLEL_MIN_MASKS", 0)
+    monkeypatch.setattr(rle, "PARALLEL_MIN_CHUNKS", 2)
+    monkeypatch.setattr(rle, "_CHUNK_CHARS", 64)
     forked = []
     real_context = multiprocessing.get_context
 
@@ -235,7 +239,7 @@ def test_parallel_track_ious_match_brute_force(monkeypatch):
         forked.append(method)
         return real_context(method)
 
-    monkeypatch.setattr(tracks.multiprocessing, "get_context", spying_context)
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", spying_context)
     for seed in (3, 17):
         gt, results = make_case(seed, n_videos=4, n_categories=3)
         stats, per_cat = brute_force_stats(gt, results, False)
@@ -243,6 +247,6 @@ def test_parallel_track_ious_match_brute_force(monkeypatch):
             warnings.simplefilter("ignore")
             metrics = YTVISEvaluator(gt, workers=2).evaluate(results)
         assert [metrics[k] for k in METRIC_KEYS] == pytest.approx(stats, abs=1e-9)
-    assert forked == ["fork", "fork"]
+    assert forked == ["fork"] * 4  # per evaluation: the RLE checks, then the IoUs
     with pytest.raises(Exception, match="workers"):
         YTVISEvaluator(make_case(0)[0], workers=0)

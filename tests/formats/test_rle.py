@@ -101,6 +101,31 @@ def test_batch_of_mixed_strings_flags_each_one():
     assert problems[6] is None and areas[6] == 0  # "6" = one run of 6 zeros: a valid empty 2×3 mask
 
 
+def test_forked_chunks_give_the_serial_answer(monkeypatch):
+    """Decoding the chunks in forked workers (thresholds lowered so a small batch forks) gives the
+    same problems and areas as one process, bad strings in several chunks included."""
+    import crossvis.formats.rle as rle
+    from crossvis.parallel import can_fork
+
+    if not can_fork():
+        pytest.skip("no fork start method on this platform")
+    rng = np.random.default_rng(4)
+    batch, sizes = [], []
+    for k in range(60):
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+        counts = mask_utils.encode(np.asfortranarray(rng.random((h, w)) < rng.random()).astype(np.uint8))["counts"]
+        batch.append(counts[:-1] if k % 7 == 3 else counts)  # every 7th truncated
+        sizes.append((h, w))
+    serial = check_compressed(batch, sizes)
+    monkeypatch.setattr(rle, "_CHUNK_CHARS", 40)
+    monkeypatch.setattr(rle, "PARALLEL_MIN_CHUNKS", 2)
+    chunked = check_compressed(batch, sizes)
+    forked = check_compressed(batch, sizes, workers=2)
+    for other in (chunked, forked):
+        assert other[0] == serial[0] and np.array_equal(other[1], serial[1])
+    assert sum(p is not None for p in serial[0]) >= 8  # the truncated ones were flagged
+
+
 @pytest.mark.parametrize("counts, problem", [
     ([1, 2, 3], "sum to 6, not h\\*w = 2\\*4 = 8"),
     ([4, -1, 5], "negative"),

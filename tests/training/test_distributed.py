@@ -32,7 +32,7 @@ def _args(out, ann, img):
             "--set", f"data.train.annotations={ann}", f"data.train.images={img}", "data.test=null",
             "model.backbone.norm=GN", "solver.ims_per_batch=4", "solver.max_iter=2", "solver.log_period=1",
             "runtime.num_threads=1", "runtime.aspect_ratio_grouping=false",
-            "runtime.memory_format=contiguous"]  # what "auto" means under DDP, pinned for the one-process run
+            "runtime.memory_format=contiguous", "solver.amp=false"]  # what "auto" means under DDP, pinned for the one-process run
 
 
 def _first(out):

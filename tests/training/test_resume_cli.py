@@ -40,7 +40,7 @@ def _args(out, train_ann, train_img, *extra):
             "solver.max_iter=8", "solver.checkpoint_period=2", "solver.ims_per_batch=2", "solver.warmup_iters=3",
             "solver.log_period=1", "runtime.num_threads=1",
             # a fixed layout: "auto" measures per run, and two runs may time differently
-            "runtime.memory_format=channels_last", *extra]
+            "runtime.memory_format=channels_last", "solver.amp=false", *extra]
 
 
 def _losses(out):

@@ -119,36 +119,64 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
         Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset()).train()
 
 
-def test_memory_format_probe_has_no_side_effects():
-    from crossvis.training.memory_format import fastest_memory_format
+def test_training_setup_probe_has_no_side_effects():
+    from crossvis.training.autotune import TrainingSetup, fastest_training_setup
 
     torch.manual_seed(0)
     model = ToyModel(norm="bn")
     batch = [ToyPairDataset()[i] for i in range(4)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    best, seconds = fastest_memory_format(model, batch, steps=1)
-    assert best in ("contiguous", "channels_last") and set(seconds) == {"contiguous", "channels_last"}
-    assert all(t > 0 for t in seconds.values())
+    best, seconds = fastest_training_setup(model, batch, ["contiguous", "channels_last"], [False, True], steps=1)
+    assert set(seconds) == {TrainingSetup(f, a) for f in ("contiguous", "channels_last") for a in (False, True)}
+    assert best in seconds and all(t > 0 for t in seconds.values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
     assert model.conv.weight.grad is None and model.conv.weight.is_contiguous()
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-@pytest.mark.parametrize("chosen", ["contiguous", "channels_last"])
-def test_auto_memory_format_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch, chosen):
-    """``auto`` trains in the measured layout and records it; a resume reuses it without measuring."""
+class _SlowUnlessBf16(torch.nn.Module):
+    """A model whose training step takes ``fp32_s`` seconds in float32 and ``bf16_s`` under autocast."""
+
+    def __init__(self, fp32_s, bf16_s):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.fp32_s, self.bf16_s = fp32_s, bf16_s
+
+    def forward(self, batch):
+        import time
+
+        time.sleep(self.bf16_s if torch.is_autocast_enabled("cpu") else self.fp32_s)
+        return {"loss": self.weight * 1.0}
+
+
+@pytest.mark.parametrize("bf16_s, chosen", [(0.01, True), (0.048, False), (0.2, False)])
+def test_probe_picks_bf16_only_when_clearly_faster(bf16_s, chosen):
+    """The baseline (float32) keeps a tie or a gain under the 5% margin; a clear gain wins."""
+    from crossvis.training.autotune import TrainingSetup, fastest_training_setup
+
+    best, seconds = fastest_training_setup(_SlowUnlessBf16(0.05, bf16_s), [], ["contiguous"], [False, True])
+    assert best == TrainingSetup("contiguous", chosen)
+    assert seconds[TrainingSetup("contiguous", True)] == pytest.approx(bf16_s, abs=0.03)
+
+
+@pytest.mark.parametrize("chosen", [("contiguous", False), ("channels_last", True)])
+def test_auto_setup_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch, chosen):
+    """``auto`` trains in the measured layout and precision and records them; a resume reuses them
+    without measuring."""
     import crossvis.training.trainer as trainer_module
+    from crossvis.training.autotune import TrainingSetup
 
     calls = []
 
-    def measured(model, batch, steps=2):
-        calls.append(len(batch))
-        return chosen, {"contiguous": 1.0, "channels_last": 0.5 if chosen == "channels_last" else 2.0}
+    def measured(model, batch, memory_formats, amps, steps=2, device_type="cpu"):
+        calls.append((len(batch), list(memory_formats), list(amps)))
+        return TrainingSetup(*chosen), {TrainingSetup(*chosen): 1.0}
 
-    monkeypatch.setattr(trainer_module, "fastest_memory_format", measured)
+    monkeypatch.setattr(trainer_module, "fastest_training_setup", measured)
     recipe = toy_recipe()
     recipe["runtime"]["memory_format"] = "auto"
+    recipe["solver"]["amp"] = "auto"
     pm = get_plugin_manager()
     pm.add_plugin(_StopAt(3), name="stop-at-3")
     try:
@@ -157,21 +185,31 @@ def test_auto_memory_format_is_measured_once_and_kept_on_resume(tmp_path, monkey
             Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset()).train()
     finally:
         pm.remove_plugin("stop-at-3")
-    assert calls == [4]
+    assert calls == [(4, ["contiguous", "channels_last"], [False, True])]
     ckpt = torch.load(tmp_path / "checkpoints" / "model_0000002.pth", weights_only=True)
-    assert ckpt["memory_format"] == chosen
+    assert (ckpt["memory_format"], ckpt["amp"]) == chosen
     torch.manual_seed(0)
     model = ToyModel()
     trainer = Trainer(recipe, tmp_path, resume=True, model=model, train_dataset=ToyPairDataset())
-    assert trainer.memory_format == chosen and calls == [4]  # not measured again
-    layout = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[chosen]
+    assert (trainer.memory_format, trainer.use_amp) == chosen and len(calls) == 1  # not measured again
+    layout = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[chosen[0]]
     assert model.conv.weight.is_contiguous(memory_format=layout)
+    dtypes = []
+    model.conv.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     trainer.train()
-    assert calls == [4]
+    assert len(calls) == 1
+    assert set(dtypes) == {torch.bfloat16 if chosen[1] else torch.float32}
 
 
 def test_bad_memory_format_is_a_recipe_error(tmp_path):
     recipe = toy_recipe()
     recipe["runtime"]["memory_format"] = "nhwc"
     with pytest.raises(CrossVISError, match="runtime.memory_format must be contiguous, channels_last or auto"):
+        Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset())
+
+
+def test_bad_amp_is_a_recipe_error(tmp_path):
+    recipe = toy_recipe()
+    recipe["solver"]["amp"] = "bf16"
+    with pytest.raises(CrossVISError, match="solver.amp must be true, false or auto"):
         Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset())
