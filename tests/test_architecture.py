@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "crossvis"
 #: component packages: usable alone; they may import only the small shared modules
 COMPONENTS = ("backbones", "heads", "losses", "trackers", "data", "eval", "formats")
 SHARED = {"crossvis", "crossvis.errors", "crossvis.structures", "crossvis.registry", "crossvis.hookspecs",
-          "crossvis.atomic", "crossvis.distributed", "crossvis.formats"}
+          "crossvis.atomic", "crossvis.distributed", "crossvis.formats", "crossvis.parallel"}
 #: what may never be imported by a component package
 FORBIDDEN_FOR_COMPONENTS = ("crossvis.training", "crossvis.inference", "crossvis.deploy", "crossvis.cli",
                             "crossvis.commands", "crossvis.models")
