@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["main", "build_parser", "configure_logging", "builtin_commands"]
+__all__ = ["main", "build_parser", "configure_logging"]
 
 
 class _ConsoleHandler(logging.Handler):
@@ -90,13 +90,6 @@ def build_parser(with_plugins: bool = False, verb: Optional[str] = None) -> argp
 
         get_plugin_manager().call("crossvis_add_commands", subparsers=subparsers)
     return parser
-
-
-def builtin_commands() -> set[str]:
-    """The built-in verbs (``train``, ``eval``, ...)."""
-    parser = build_parser()
-    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return set(actions[0].choices) if actions else set()
 
 
 def _verb(argv: Sequence[str]) -> Optional[str]:

@@ -49,7 +49,7 @@ class World:
         return ["train", "crossvis:quickstart_synthetic", "--output", str(output), "--set",
                 f"data.train.annotations={self.data / 'train.json'}", f"data.train.images={self.data / 'train_frames'}",
                 "data.test=null", "solver.max_iter=3", "solver.checkpoint_period=1", "solver.ims_per_batch=2",
-                "solver.keep_last=3", *extra]
+                "solver.keep_last=3", "solver.amp=false", *extra]
 
     def test_set(self) -> list[str]:
         return ["--set", f"data.test.annotations={self.data / 'valid.json'}",

@@ -104,7 +104,7 @@ def test_trained_checkpoint_records_conventions_and_predictor_checks_them(tmp_pa
     out = tmp_path / "run"
     assert main(["train", "crossvis:quickstart_synthetic", "--output", str(out), "--set",
                  f"data.train.annotations={ann}", f"data.train.images={images}", "data.test=null",
-                 "solver.max_iter=1"]) == 0
+                 "solver.max_iter=1", "solver.amp=false"]) == 0
     final = out / "checkpoints" / "model_final.pth"
     ckpt = torch.load(final, weights_only=True)
     assert ckpt["conventions"]["input_format"] == "RGB"

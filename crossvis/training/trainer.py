@@ -53,6 +53,10 @@ __all__ = ["Trainer", "collate_as_list", "move_to_device", "RUN_OUTPUTS"]
 
 logger = logging.getLogger(__name__)
 
+#: training items (frame pairs) the ``auto`` setup probe times each candidate on: enough for the
+#: convolutions to run at their batch efficiency, few enough that 4 candidates cost seconds
+PROBE_ITEMS = 4
+
 #: What a run writes into its folder (``force`` deletes these of an earlier run, nothing else).
 RUN_OUTPUTS = ("recipe.yaml", "metrics.jsonl", "loss_curve.png", "checkpoints", "eval", "tensorboard")
 
@@ -308,7 +312,7 @@ class Trainer:
     def _choose_training_setup(self) -> None:
         """Time the ``auto`` layout/precision candidates on the first items of the training set and
         train in the fastest (crossvis/training/autotune.py)."""
-        count = min(self.solver.ims_per_batch, len(self.train_dataset))
+        count = min(self.solver.ims_per_batch, PROBE_ITEMS, len(self.train_dataset))
         batch = move_to_device([self.train_dataset[i] for i in range(count)], self.device)
         layouts = ["contiguous", "channels_last"] if self.memory_format == "auto" else [self.memory_format]
         amps = [False, True] if self.use_amp == "auto" else [bool(self.use_amp)]
