@@ -5,14 +5,14 @@ Only the standard library and torch are imported here, so any component package 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import Any, Optional, Protocol
 
 import torch
 from torch import Tensor
 
 from crossvis.errors import CrossVISError
 
-__all__ = ["ShapeSpec", "FrameDetections", "TrackedInstances", "CrossVISError"]
+__all__ = ["ShapeSpec", "FrameDetections", "PendingMasks", "TrackedInstances", "CrossVISError"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,25 @@ class ShapeSpec:
     stride: int
 
 
+class PendingMasks(Protocol):
+    """Masks of N detections that are computed only when they are read (see :class:`FrameDetections`).
+
+    A model's post-processor returns them so that masks the tracker drops are never pasted at
+    frame size (the largest per-frame cost after the network).
+    """
+
+    def __len__(self) -> int: ...
+
+    def select(self, index: Tensor) -> "PendingMasks":
+        """The pending masks of the detections at ``index`` (bool mask or int64 indices)."""
+
+    def to(self, device: torch.device | str) -> "PendingMasks":
+        """The same pending masks computed on ``device``."""
+
+    def render(self) -> Tensor:
+        """bool [N, H, W] masks at the frame size."""
+
+
 @dataclass
 class FrameDetections:
     """Detections of one frame at the frame's original resolution.
@@ -36,10 +55,15 @@ class FrameDetections:
         boxes: float32 [N, 4], (x1, y1, x2, y2) in original-frame pixels.
         scores: float32 [N], detection confidence in (0, 1].
         labels: int64 [N], 0-based contiguous category index.
-        masks: bool [N, H, W] binary masks at the original frame size, or None.
+        masks: bool [N, H, W] binary masks at the original frame size, or None. With
+            ``pending_masks`` set they are computed on first access (and kept): ``select`` and
+            ``to`` carry the pending masks along, so ``det.select(kept).masks`` computes the
+            masks of the kept detections only.
         embeddings: float32 [N, D] instance embeddings for association, or None.
         image_size: (H, W) of the original frame.
         mask_logits: optional float32 [N, h, w] low-resolution mask probabilities (model specific).
+        pending_masks: a :class:`PendingMasks` that computes ``masks`` when they are first read,
+            or None.
     """
 
     boxes: Tensor
@@ -49,23 +73,25 @@ class FrameDetections:
     masks: Optional[Tensor] = None
     embeddings: Optional[Tensor] = None
     mask_logits: Optional[Tensor] = None
+    pending_masks: Optional[PendingMasks] = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    def _raw_values(self) -> dict[str, Any]:
+        """The field values without computing pending masks."""
+        return {f.name: self.__dict__.get("_masks") if f.name == "masks" else getattr(self, f.name)
+                for f in fields(self)}
+
     def select(self, index: Tensor) -> "FrameDetections":
         """Return the detections picked by ``index`` (bool mask or int64 indices)."""
-        values = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            values[f.name] = v[index] if isinstance(v, Tensor) else v
+        values = {name: v[index] if isinstance(v, Tensor) else v.select(index) if name == "pending_masks" and v is not None
+                  else v for name, v in self._raw_values().items()}
         return type(self)(**values)
 
     def to(self, device: torch.device | str) -> "FrameDetections":
-        values = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            values[f.name] = v.to(device) if isinstance(v, Tensor) else v
+        values = {name: v.to(device) if isinstance(v, Tensor) or (name == "pending_masks" and v is not None) else v
+                  for name, v in self._raw_values().items()}
         return type(self)(**values)
 
     @classmethod
@@ -83,6 +109,28 @@ class FrameDetections:
         )
 
 
+def _read_masks(self: FrameDetections) -> Optional[Tensor]:
+    masks = self.__dict__.get("_masks")
+    pending = self.__dict__.get("pending_masks")
+    if masks is None and pending is not None:
+        with torch.inference_mode():
+            masks = pending.render()
+        self.__dict__["_masks"], self.__dict__["pending_masks"] = masks, None
+    return masks
+
+
+def _write_masks(self: FrameDetections, masks: Optional[Tensor]) -> None:
+    # an assigned value (None included) replaces pending masks; the constructor assigns
+    # ``masks`` before ``pending_masks``, so constructing with both keeps the pending ones
+    self.__dict__["_masks"] = masks
+    self.__dict__["pending_masks"] = None
+
+
+# ``masks`` is a dataclass field (constructor argument, ``fields()``) read through a property
+# that computes pending masks on first access.
+FrameDetections.masks = property(_read_masks, _write_masks, doc="bool [N, H, W] masks, or None")  # type: ignore[assignment]
+
+
 @dataclass
 class TrackedInstances(FrameDetections):
     """`FrameDetections` of one frame plus the track id of every detection.
@@ -95,5 +143,8 @@ class TrackedInstances(FrameDetections):
 
     @classmethod
     def from_detections(cls, det: FrameDetections, track_ids: Tensor) -> "TrackedInstances":
-        values = {f.name: getattr(det, f.name) for f in fields(FrameDetections)}
+        values = {name: v for name, v in det._raw_values().items() if name in _DETECTION_FIELDS}
         return cls(**values, track_ids=track_ids)
+
+
+_DETECTION_FIELDS = frozenset(f.name for f in fields(FrameDetections))

@@ -1,7 +1,7 @@
 """CondInst's dynamic mask head: per-instance 1×1 convolutions whose weights come from the controller."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ class DynamicMaskHead(nn.Module):
     ``[W0 | W1 | ... | W_{L-1} | b0 | b1 | ... | b_{L-1}]``, every ``W`` row-major
     (out_channels, in_channels). Layer 0 sees ``[rel_x, rel_y, mask_feat_0 .. mask_feat_{C-1}]``;
     ReLU follows every layer but the last, which has one output channel (the mask logit).
-    All instances run in a single grouped convolution.
+    Instances run as batched matrix products (a 1×1 convolution per instance).
 
     Relative coordinates are ``(instance_location − pixel_location) / soi[level]``, with ``level``
     the FPN level the instance's filter came from.
@@ -67,14 +67,14 @@ class DynamicMaskHead(nn.Module):
         return sum(self.weight_nums) + sum(self.bias_nums)
 
     def parse_params(self, params: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Split [N, num_params] filters into grouped-conv weights [N·out, in, 1, 1] and biases [N·out]."""
+        """Split [N, num_params] filters into per-layer weights [N, out, in] and biases [N, out, 1]."""
         n = params.shape[0]
         splits = torch.split(params, self.weight_nums + self.bias_nums, dim=1)
         weights, biases = [], []
         for layer in range(self.num_layers):
             out_ch, in_ch = self.layer_dims[layer + 1], self.layer_dims[layer]
-            weights.append(splits[layer].reshape(n * out_ch, in_ch, 1, 1))
-            biases.append(splits[self.num_layers + layer].reshape(n * out_ch))
+            weights.append(splits[layer].reshape(n, out_ch, in_ch))
+            biases.append(splits[self.num_layers + layer].reshape(n, out_ch, 1))
         return weights, biases
 
     def forward(self, mask_feats: Tensor, mask_feat_stride: int, params: Tensor, locations: Tensor,
@@ -97,17 +97,32 @@ class DynamicMaskHead(nn.Module):
         factor = mask_feat_stride // self.out_stride
         if n == 0:
             return mask_feats.new_zeros((0, h * factor, w * factor))
-        feats = mask_feats[im_inds].reshape(n, c, h * w)
-        if self.rel_coords:
-            grid = grid_locations(h, w, mask_feat_stride, device=mask_feats.device)
+        grid = grid_locations(h, w, mask_feat_stride, device=mask_feats.device) if self.rel_coords else None
+        # A 1×1 convolution per instance is a matrix product per instance: [out, in] @ [in, h·w].
+        # Batched matmuls in chunks that stay in cache are ~4× faster on CPU than one grouped
+        # convolution over all instances (the official form, same numbers up to summation order).
+        chunk = max(1, self.CHUNK_ELEMENTS // (max(self.layer_dims) * h * w))
+        logits = [self._logits(mask_feats, grid, params[s:s + chunk], locations[s:s + chunk], levels[s:s + chunk],
+                               im_inds[s:s + chunk]) for s in range(0, n, chunk)]
+        logits = torch.cat(logits) if len(logits) > 1 else logits[0]
+        return aligned_bilinear(logits.reshape(n, 1, h, w), factor)[:, 0]
+
+    #: instances per batched matmul: at most this many floats in one layer's input
+    CHUNK_ELEMENTS = 1 << 20
+
+    def _logits(self, mask_feats: Tensor, grid: Optional[Tensor], params: Tensor, locations: Tensor,
+                levels: Tensor, im_inds: Tensor) -> Tensor:
+        """float [n, 1, h·w] logits of the dynamic layers for n instances (see :meth:`forward`)."""
+        _, c, h, w = mask_feats.shape
+        n = params.shape[0]
+        x = mask_feats[im_inds].reshape(n, c, h * w)
+        if grid is not None:
             rel = locations.reshape(n, 1, 2) - grid.reshape(1, h * w, 2)
             rel = rel.permute(0, 2, 1) / self.sizes_of_interest[levels].reshape(n, 1, 1)
-            feats = torch.cat([rel.to(feats.dtype), feats], dim=1)
-        x = feats.reshape(1, -1, h, w)
+            x = torch.cat([rel.to(x.dtype), x], dim=1)
         weights, biases = self.parse_params(params)
         for layer, (weight, bias) in enumerate(zip(weights, biases)):
-            x = F.conv2d(x, weight, bias, groups=n)
+            x = torch.baddbmm(bias, weight, x)
             if layer < self.num_layers - 1:
                 x = torch.relu(x)
-        logits = x.reshape(n, 1, h, w)
-        return aligned_bilinear(logits, factor)[:, 0]
+        return x

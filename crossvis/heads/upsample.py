@@ -1,10 +1,11 @@
 """Pixel-centre-aligned bilinear upsampling used by CondInst's mask branch and mask head."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["aligned_bilinear", "aligned_bilinear_unshifted"]
+__all__ = ["aligned_bilinear", "aligned_bilinear_unshifted", "aligned_bilinear_above", "CELL_MARGIN"]
 
 
 def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
@@ -51,3 +52,91 @@ def aligned_bilinear_unshifted(x: Tensor, factor: int) -> Tensor:
     h, w = x.shape[-2:]
     x = F.pad(x, (0, 1, 0, 1), mode="replicate")
     return F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
+
+
+#: a cell whose four corner values all lie more than this above (below) the threshold is wholly
+#: above (below) it: bilinear weights are convex, and float rounding moves a value by ~1e-7
+CELL_MARGIN = 1e-5
+
+#: above this fraction of boundary cells (measured: 3.5× faster at 11%, 3× slower at 100%) every
+#: pixel is interpolated instead
+MAX_BOUNDARY_FRACTION = 0.3
+
+
+def aligned_bilinear_above(x: Tensor, factor: int, threshold: float) -> Tensor:
+    """``aligned_bilinear_unshifted(x, factor)[..., :factor·h, :factor·w] > threshold`` (bool), cheaply.
+
+    Every ``factor × factor`` block of the upsampled map (a *cell*) interpolates the four samples
+    at its corners with convex weights, so where all four lie above the threshold (by more than
+    :data:`CELL_MARGIN`) the whole block is above it, and where all lie below, the whole block is
+    below it. Only the remaining cells, those the mask boundary passes through, are interpolated.
+    On instance masks that is a small fraction of the map, which makes this several times faster
+    than interpolating every pixel (a map with more than :data:`MAX_BOUNDARY_FRACTION` boundary
+    cells, noise rather than objects, is interpolated everywhere). Within a boundary cell the value is the same bilinear formula
+    in float32, summed in a different order than ``F.interpolate``; a pixel can differ only where
+    the value is within float rounding of the threshold (a tie).
+
+    Args:
+        x: float [N, 1, h, w] (e.g. mask probabilities at stride 4).
+        factor: integer upsampling factor ≥ 1.
+        threshold: pixels strictly above it are True.
+
+    Returns:
+        bool [N, factor·h, factor·w] (the un-shifted map without its last row and column; see
+        :func:`aligned_bilinear_unshifted` for the shift that :func:`aligned_bilinear` applies).
+    """
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"aligned_bilinear_above expects [N, 1, h, w], got shape {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    f = int(factor)
+    padded = F.pad(x[:, 0], (0, 1, 0, 1), mode="replicate").contiguous()  # [N, h + 1, w + 1]
+    a, b = padded[:, :-1, :-1], padded[:, :-1, 1:]                # top-left, top-right corners
+    c, d = padded[:, 1:, :-1], padded[:, 1:, 1:]                  # bottom-left, bottom-right
+    low = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
+    high = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+    above = low > threshold + CELL_MARGIN                          # [N, h, w] wholly above
+    boundary = (high >= threshold - CELL_MARGIN) & ~above          # neither wholly above nor below
+    if f == 1 or boundary.sum() > MAX_BOUNDARY_FRACTION * boundary.numel():
+        # a map of noise rather than of objects: interpolating every pixel is cheaper then
+        return aligned_bilinear_unshifted(x, f)[:, 0, : f * h, : f * w] > threshold
+    # One row of a cell (f bools) is written as one f-byte integer where such a type exists.
+    word = _WORDS.get(f, torch.uint8)
+    width = f if word == torch.uint8 else 1
+    fill = above.to(word) * _ones_word(word)                       # a cell row of True or False
+    cells = fill[:, :, None, :, None].expand(n, h, f, w, width).contiguous()  # [N, h, f, w, width]
+    where = boundary.reshape(-1).nonzero().squeeze(1)
+    if where.numel():
+        # corners of the K boundary cells, by flat index into the padded map
+        image, rest = where // (h * w), where % (h * w)
+        row, col = rest // w, rest % w
+        top_left = (image * (h + 1) + row) * (w + 1) + col
+        flat = padded.reshape(-1)
+        a, b = flat[top_left], flat[top_left + 1]
+        c, d = flat[top_left + w + 1], flat[top_left + w + 2]
+        # the in-cell weights as align_corners=True gives them: r / f; the cell index K is the
+        # innermost dimension so that every elementwise step runs over long contiguous rows
+        weight = (torch.arange(f, dtype=x.dtype, device=x.device) / f).reshape(f, 1)
+        top = a + (b - a) * weight                                  # [f (cols), K]
+        bottom = c + (d - c) * weight
+        values = top[None] + (bottom - top)[None] * weight[:, :, None] > threshold  # [f rows, f cols, K]
+        if word == torch.uint8:
+            rows = values.permute(2, 0, 1).to(torch.uint8)          # [K, f, f]
+        else:  # the f column bytes of a row, as one little-endian integer
+            rows = values[:, 0].to(word)
+            for column in range(1, f):
+                rows |= values[:, column].to(word) << (8 * column)
+            rows = rows.t()[..., None]                              # [K, f rows, 1]
+        # flat positions of the cells' rows in ``cells`` viewed as [N·h·f·w, width]
+        first = ((image * h + row) * f * w + col).reshape(-1, 1)
+        lines = first + torch.arange(0, f * w, w, device=x.device)  # [K, f]
+        cells.view(-1, width).index_copy_(0, lines.reshape(-1), rows.reshape(-1, width))
+    return cells.view(torch.uint8).view(torch.bool).reshape(n, h * f, w * f)
+
+
+_WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _ones_word(word: torch.dtype) -> int:
+    """The integer whose bytes are all 1 (f bools of True) in dtype ``word``."""
+    size = torch.empty((), dtype=word).element_size()
+    return int.from_bytes(b"\x01" * size, "little")

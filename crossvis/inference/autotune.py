@@ -46,7 +46,7 @@ from crossvis.structures import FrameDetections
 
 __all__ = ["AutotuneSettings", "CandidateReport", "TuneResult", "DEFAULT_CANDIDATES", "autotune_settings",
            "autotune", "mask_agreement", "cpu_model", "model_fingerprint", "cache_key", "cache_file",
-           "TunedInference", "summarize"]
+           "TunedInference", "summarize", "FP32_LAYOUTS", "default_runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,8 @@ def autotune(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
     if settings.backend != "auto":
         return TuneResult(build_backend(settings.backend, model, batches), "pinned")
     path = cache_path if cache_path is not None else cache_file()
-    key = cache_key(model, device)
+    # the choice among these candidates (the fp32 layouts of the default path are not the fast path's)
+    key = {**cache_key(model, device), "candidates": ",".join(sorted({"fp32", *settings.candidates}))}
     if settings.cache:
         cached = _read_cache(path).get(_key_string(key))
         name = cached.get("backend") if isinstance(cached, dict) else None
@@ -311,6 +312,7 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
     device = model.device
     names = ["fp32"] + [c for c in settings.candidates if c != "fp32"]
     reports = {n: CandidateReport(n) for n in names}
+    guarded = settings.min_mask_iou > 0  # 0: float32-exact candidates only, nothing to compare
     built: dict[str, NetworkBackend] = {}
     reference: list[FrameDetections] = []
     for name in names:
@@ -321,7 +323,8 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
         start = time.perf_counter()
         try:
             backend = build_backend(name, model, batches)
-            detections = [d for b, s in zip(batches, sizes) for d in _postprocess(model, backend(b), s, s)]
+            detections = [] if not guarded else [
+                d for b, s in zip(batches, sizes) for d in _postprocess(model, backend(b), s, s)]
         except Exception as exc:  # noqa: BLE001 - an optional runtime that fails here is not chosen
             if name == "fp32":
                 raise
@@ -331,7 +334,7 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
         reports[name].build_s = time.perf_counter() - start
         if name == "fp32":
             reference = detections
-        reports[name].mask_iou = mask_agreement(reference, detections)
+        reports[name].mask_iou = mask_agreement(reference, detections) if guarded else 1.0
         reports[name].passed = name == "fp32" or reports[name].mask_iou >= settings.min_mask_iou
         if reports[name].passed:
             built[name] = backend
@@ -358,6 +361,25 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
     return TuneResult(built[best], "measured", list(reports.values()))
 
 
+#: the default (non-fast) path: float32 only, contiguous or channels-last as measured here; no
+#: accuracy guard (both are float32, equal up to summation order); one timed frame, two rounds
+FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl",), min_mask_iou=0.0, tune_frames=1, rounds=2)
+
+
+def default_runner(model: nn.Module) -> Optional["TunedInference"]:
+    """The default per-frame runner of the online predictor: :data:`FP32_LAYOUTS`, or None.
+
+    None (use ``model.predict`` as it is) for a model without the CondInst parts, and for one with
+    per-stream state (a module with ``reset_stream``, e.g. a temporal neck), whose state must
+    stay in the model's own network.
+    """
+    if not all(hasattr(model, part) for part in ("preprocessor", "network", "postprocessor")):
+        return None
+    if any(callable(getattr(m, "reset_stream", None)) for m in model.modules()):
+        return None
+    return TunedInference(model, FP32_LAYOUTS)
+
+
 class TunedInference:
     """``model.predict`` with the network run by the backend :func:`autotune` chooses on first use.
 
@@ -379,6 +401,7 @@ class TunedInference:
                                     f"{type(model).__name__} has none (set inference.fast: false)")
         self.model, self.settings, self.cache_path = model.eval(), settings, cache_path
         self.result: Optional[TuneResult] = None
+        self._weights_version = -1
 
     def predict(self, images: Sequence[Tensor]) -> list[FrameDetections]:
         """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``)."""
@@ -388,12 +411,26 @@ class TunedInference:
         with torch.inference_mode():
             resized = [model.preprocessor.resize_for_test(im.to(model.device)) for im in images]
             batch, sizes = model.preprocessor.batch(resized)
+        version = _weights_version(model)
         if self.result is None:
             self.result = autotune(model, [batch, batch.flip(-1)], [sizes, sizes], self.settings, self.cache_path)
+        elif version != self._weights_version:
+            # the backends run copies of the network: weights changed in place (an optimiser step,
+            # load_state_dict) are copied again into the backend chosen before
+            name = self.result.backend.name
+            self.result.backend.close()
+            self.result = TuneResult(build_backend(name, model, [batch, batch.flip(-1)]), "rebuilt",
+                                     self.result.reports)
+        self._weights_version = version
         orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         return _postprocess(model, self.result.backend(batch), sizes, orig)
 
     __call__ = predict
+
+
+def _weights_version(model: nn.Module) -> int:
+    """Changes whenever a parameter or buffer of ``model.network`` is modified in place."""
+    return sum(t._version for t in model.network.parameters()) + sum(t._version for t in model.network.buffers())
 
 
 def summarize(reports: Sequence[CandidateReport]) -> str:

@@ -41,7 +41,10 @@ class OnlinePredictor:
             ``categories[i]``), or None for category ids ``label + 1``; annotation categories
             given later to :meth:`set_categories` must be the same ones.
         device: where the model runs; default the device of its first parameter (CPU without any).
-        runner: the per-frame detector, see :data:`FrameRunner`; default ``model.predict``.
+        runner: the per-frame detector, see :data:`FrameRunner`; default: for a CondInst-style
+            model without per-stream state, ``model.predict``'s steps with the network in float32
+            in the layout measured fastest on the first frame (``autotune.default_runner``),
+            else ``model.predict``.
             :class:`~crossvis.inference.fast.FastInference` is the fast one.
 
     Attributes:
@@ -54,7 +57,13 @@ class OnlinePredictor:
                  device: Optional[Union[str, torch.device]] = None, runner: Optional[FrameRunner] = None) -> None:
         self.device = torch.device(device) if device is not None else _parameter_device(model)
         self.model = model.eval().to(self.device)
-        self.runner: FrameRunner = runner if runner is not None else self.model.predict
+        if runner is None:
+            from crossvis.inference.autotune import default_runner
+
+            # float32, in the layout measured fastest here (contiguous or channels-last, batch
+            # norms folded; crossvis/inference/autotune.py); model.predict for other models
+            runner = default_runner(self.model) or self.model.predict
+        self.runner: FrameRunner = runner
         self.tracker = tracker if tracker is not None else CrossVISTracker()
         self._categories = categories  # the model's own; later annotation categories must match them
         self.set_categories(categories)
@@ -101,9 +110,10 @@ class OnlinePredictor:
             with torch.inference_mode():
                 det = self.runner([image.to(self.device)])[0].to("cpu")
                 ids = self.tracker.update(det).to("cpu")
-                self.accumulator.add(det, ids)
                 keep = (ids >= 0).nonzero().flatten()
+                # masks are made for the kept detections only (a model's pending masks)
                 instances = TrackedInstances.from_detections(det.select(keep), ids[keep])
+                self.accumulator.add(instances, instances.track_ids)
             yield instances
 
     def video_results(self, video_id: int) -> list[dict]:

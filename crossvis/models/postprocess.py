@@ -10,11 +10,11 @@ from torchvision.ops import batched_nms
 
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
-from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_unshifted
+from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_above, aligned_bilinear_unshifted
 from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import FrameDetections
 
-__all__ = ["CondInstPostProcessor", "Candidates", "LocationGather", "dense_locations"]
+__all__ = ["CondInstPostProcessor", "Candidates", "DeferredMasks", "LocationGather", "dense_locations"]
 
 LocationGather = Callable[[NetworkOutputs, str, int, int, Tensor], Tensor]
 """``gather(outputs, key, image, level, index) -> [K, C]``: per-location outputs ``key``
@@ -133,20 +133,26 @@ class CondInstPostProcessor(nn.Module):
         keep = keep[nonempty]
         c = c.take(keep)
         params = _gather_by_level(outputs, "controller", i, c.levels, c.index, gather)
-        masks = self._masks(outputs.mask_feats[i:i + 1], params, c.locations, c.levels, image_size, orig_size)
+        masks = DeferredMasks(self, outputs.mask_feats[i:i + 1], params, c.locations, c.levels, image_size, orig_size)
         embeddings = None
         if outputs.has_embeddings:
             embeddings = _gather_by_level(outputs, "embeddings", i, c.levels, c.index, gather).float()
         return FrameDetections(
             boxes=boxes[nonempty].float(), scores=c.scores.float(), labels=c.labels.long(),
-            image_size=(int(oh), int(ow)), masks=masks, embeddings=embeddings)
+            image_size=(int(oh), int(ow)), pending_masks=masks, embeddings=embeddings)
 
     def _masks(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
                image_size: tuple[int, int], orig_size: tuple[int, int]) -> Tensor:
-        """Bool [N, H, W] masks at the original size (see the class docstring)."""
+        """Bool [N, H, W] masks at the original size (see the class docstring).
+
+        The masks are stored column-major: the result is the transposed view of a contiguous
+        [N, W, H] tensor, the layout COCO RLE encodes, so encoding them needs no transposing copy
+        (``.contiguous()`` gives a row-major copy). The interpolations run on the transposed maps,
+        which changes only the float summation order (a pixel may differ only at a tie).
+        """
         n = params.shape[0]
         (h, w), (oh, ow) = image_size, orig_size
-        out = torch.empty((n, oh, ow), dtype=torch.bool, device=mask_feats.device)
+        out = torch.empty((n, ow, oh), dtype=torch.bool, device=mask_feats.device)
         factor = self.mask_head.out_stride
         chunk = max(1, self.mask_chunk_pixels // max(oh * ow, h * w, 1))
         for start in range(0, n, chunk):
@@ -154,15 +160,59 @@ class CondInstPostProcessor(nn.Module):
             count = params[sl].shape[0]
             logits = self.mask_head(mask_feats, self.mask_feat_stride, params[sl], locations[sl], levels[sl],
                                     torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
-            probs = logits.sigmoid_()[:, None]
+            probs = logits.sigmoid_()[:, None].transpose(-1, -2)    # [count, 1, w/4, h/4]
             if (oh, ow) == (h, w):
                 _aligned_crop(probs, factor, out[sl, None], self.mask_threshold)
                 continue
-            cropped = torch.empty((count, 1, h, w), dtype=probs.dtype, device=probs.device)
+            cropped = torch.empty((count, 1, w, h), dtype=probs.dtype, device=probs.device)
             _aligned_crop(probs, factor, cropped)
-            resized = F.interpolate(cropped, size=(oh, ow), mode="bilinear", align_corners=False)
+            resized = F.interpolate(cropped, size=(ow, oh), mode="bilinear", align_corners=False)
             torch.gt(resized[:, 0], self.mask_threshold, out=out[sl])
-        return out
+        return out.transpose(1, 2)
+
+
+class DeferredMasks:
+    """The masks of a frame's detections, made when they are first read (a ``PendingMasks``).
+
+    Holds what the masks are made from (the frame's mask features, and per detection its dynamic
+    filter, location and FPN level); :meth:`render` runs the dynamic mask head and pastes the
+    masks at frame size (:meth:`CondInstPostProcessor._masks`). ``det.select(kept)`` selects these
+    too, so a tracker's dropped detections are never pasted.
+
+    Args:
+        postprocessor: supplies the mask head, the mask threshold and the paste.
+        mask_feats: float [1, C, h, w] mask features of the frame.
+        params: float [N, num_params] dynamic filters; locations: float [N, 2]; levels: int64 [N].
+        image_size: (h, w) of the resized frame in the padded input; orig_size: (H, W) of the frame.
+        device: where :meth:`render` returns the masks (default: where the features are).
+    """
+
+    def __init__(self, postprocessor: "CondInstPostProcessor", mask_feats: Tensor, params: Tensor,
+                 locations: Tensor, levels: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
+                 device: Optional[torch.device] = None) -> None:
+        self.postprocessor, self.mask_feats = postprocessor, mask_feats
+        self.params, self.locations, self.levels = params, locations, levels
+        self.image_size, self.orig_size = image_size, orig_size
+        self.device = torch.device(device) if device is not None else mask_feats.device
+
+    def __len__(self) -> int:
+        return int(self.params.shape[0])
+
+    def select(self, index: Tensor) -> "DeferredMasks":
+        index = index.to(self.params.device)
+        return DeferredMasks(self.postprocessor, self.mask_feats, self.params[index], self.locations[index],
+                             self.levels[index], self.image_size, self.orig_size, self.device)
+
+    def to(self, device: torch.device | str) -> "DeferredMasks":
+        """The same masks, made where the features are and returned on ``device``."""
+        return DeferredMasks(self.postprocessor, self.mask_feats, self.params, self.locations, self.levels,
+                             self.image_size, self.orig_size, torch.device(device))
+
+    def render(self) -> Tensor:
+        """bool [N, H, W] masks at the frame size."""
+        masks = self.postprocessor._masks(self.mask_feats, self.params, self.locations, self.levels,
+                                          self.image_size, self.orig_size)
+        return masks.to(self.device)
 
 
 def _gather_by_level(outputs: NetworkOutputs, key: str, image: int, levels: Tensor, index: Tensor,
@@ -183,7 +233,9 @@ def _aligned_crop(x: Tensor, factor: int, out: Tensor, threshold: Optional[float
     """``aligned_bilinear(x, factor)`` cropped to ``out``'s size (> ``threshold`` if given), into ``out``.
 
     Writes the aligned result straight from the un-shifted interpolation instead of padding it,
-    which avoids two full-size copies; the values are bit-identical.
+    which avoids two full-size copies; the float values are bit-identical. The thresholded masks
+    interpolate only the cells the mask boundary passes through (``aligned_bilinear_above``): a
+    pixel may differ from thresholding the full interpolation only at a tie.
 
     Args:
         x: float [N, 1, h, w]; out: [N, 1, H, W] with H ≤ factor·h, W ≤ factor·w (bool with a
@@ -195,10 +247,9 @@ def _aligned_crop(x: Tensor, factor: int, out: Tensor, threshold: Optional[float
         full = aligned_bilinear(x, factor)[..., :height, :width]
         out.copy_(full > threshold if threshold is not None else full)
         return
-    body = aligned_bilinear_unshifted(x, factor)[..., : height - shift, : width - shift]
     if threshold is None:
-        out[..., shift:, shift:] = body
+        out[..., shift:, shift:] = aligned_bilinear_unshifted(x, factor)[..., : height - shift, : width - shift]
     else:
-        torch.gt(body, threshold, out=out[..., shift:, shift:])
+        out[:, 0, shift:, shift:] = aligned_bilinear_above(x, factor, threshold)[:, : height - shift, : width - shift]
     out[..., :shift, shift:] = out[..., shift:shift + 1, shift:]
     out[..., :shift] = out[..., shift:shift + 1]

@@ -1,4 +1,4 @@
-"""Dynamic mask head: the batched grouped conv equals an explicit per-instance loop over the 169 layout."""
+"""Dynamic mask head: the batched matrix products equal an explicit per-instance loop over the 169 layout."""
 import torch
 import torch.nn.functional as F
 
@@ -65,3 +65,17 @@ def test_no_instances():
     out = DynamicMaskHead(SOI)(torch.randn(1, 8, 4, 4), 8, torch.zeros(0, 169), torch.zeros(0, 2),
                                torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
     assert out.shape == (0, 8, 8)
+
+
+def test_chunks_of_instances_equal_explicit_loop():
+    # A chunk budget of 3 instances at 6×10 splits 7 instances into 3 batched matmuls.
+    g = torch.Generator().manual_seed(1)
+    head = DynamicMaskHead(SOI)
+    head.CHUNK_ELEMENTS = 3 * 10 * 6 * 10
+    mask_feats = torch.randn(2, 8, 6, 10, generator=g, dtype=torch.float64)
+    params = torch.randn(7, 169, generator=g, dtype=torch.float64)
+    locations = torch.rand(7, 2, generator=g, dtype=torch.float64) * 80
+    levels = torch.randint(0, 5, (7,), generator=g)
+    im_inds = torch.randint(0, 2, (7,), generator=g)
+    out = head(mask_feats, 8, params, locations, levels, im_inds)
+    torch.testing.assert_close(out, _explicit(mask_feats, 8, params, locations, levels, im_inds))

@@ -61,3 +61,52 @@ def test_input_samples_reappear_at_offset_half_factor(f):
 def test_rejects_bad_factor(bad):
     with pytest.raises(ValueError):
         aligned_bilinear(torch.zeros(1, 1, 2, 2), bad)
+
+
+def _unshifted_reference(x: np.ndarray, f: int) -> np.ndarray:
+    """The interpolation of the definition before its shift, float64: [f·h, f·w]."""
+    h, w = x.shape
+    padded = np.pad(x, ((0, 1), (0, 1)), mode="edge")
+    return _bilinear_align_corners(padded, f * h + 1, f * w + 1)[: f * h, : f * w]
+
+
+def _blobs(n: int, h: int, w: int, seed: int, smooth: int) -> torch.Tensor:
+    """Mask-like probability maps [n, 1, h, w]: smooth noise through a sigmoid."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 1, max(1, h // smooth), max(1, w // smooth), generator=g) * 4
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear").sigmoid()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 13), st.sampled_from([2, 3, 4, 8]), st.integers(0, 10_000),
+       st.sampled_from([1, 3, 8]), st.floats(0.2, 0.8))
+def test_above_threshold_equals_thresholded_interpolation(h, w, f, seed, smooth, threshold):
+    from crossvis.heads.upsample import aligned_bilinear_above, aligned_bilinear_unshifted
+
+    x = _blobs(3, h, w, seed, smooth)
+    got = aligned_bilinear_above(x, f, threshold)
+    assert got.dtype == torch.bool and got.shape == (3, f * h, f * w)
+    values = np.stack([_unshifted_reference(m[0].double().numpy(), f) for m in x])
+    expected = values > threshold
+    differs = got.numpy() != expected
+    # a pixel may differ only where float32 rounding decides: a tie with the threshold
+    assert (np.abs(values[differs] - threshold) < 1e-5).all()
+    # and the same as thresholding torch's own interpolation, except at such ties
+    torch_mask = aligned_bilinear_unshifted(x, f)[:, 0, : f * h, : f * w] > threshold
+    assert (np.abs(values[(got != torch_mask).numpy()] - threshold) < 1e-5).all()
+
+
+def test_above_threshold_on_object_masks_and_on_noise():
+    """Object-like maps take the boundary-cell path, white noise the full interpolation; both equal
+    thresholding the interpolation (random values are never within rounding of 0.5 here)."""
+    from crossvis.heads import upsample
+
+    blobs = _blobs(20, 24, 40, 0, 8)
+    noise = torch.rand(20, 1, 24, 40, generator=torch.Generator().manual_seed(1))
+    for x in (blobs, noise):
+        expected = upsample.aligned_bilinear_unshifted(x, 4)[:, 0, :96, :160] > 0.5
+        assert torch.equal(upsample.aligned_bilinear_above(x, 4, 0.5), expected)
+    ab = blobs[:, 0]
+    corners = torch.stack([ab[:, :-1, :-1], ab[:, :-1, 1:], ab[:, 1:, :-1], ab[:, 1:, 1:]])
+    boundary = (corners.amax(0) >= 0.5) & (corners.amin(0) <= 0.5)
+    assert boundary.float().mean() < upsample.MAX_BOUNDARY_FRACTION  # the object maps took the cell path

@@ -102,7 +102,9 @@ def test_measured_choice_is_cached_per_key_and_reused(tmp_path):
     stored = json.loads(cache.read_text())["entries"]
     assert len(stored) == 1
     entry = next(iter(stored.values()))
-    assert entry["backend"] == first.name and entry["key"] == cache_key(model, CPU)
+    # keyed by the machine, the model and the candidate set (the default path's fp32 layouts and the
+    # fast path's candidates are separate choices)
+    assert entry["backend"] == first.name and entry["key"] == {**cache_key(model, CPU), "candidates": "fp32,fp32-cl"}
     assert entry["key"]["torch"] == torch.__version__ and entry["key"]["cpu"]
 
     again = autotune(model, batches, sizes, settings, cache)
@@ -177,3 +179,20 @@ def test_recipe_section_parsing_keeps_the_older_keys_meaning():
     with pytest.raises(CrossVISError, match="inference.candidates"):
         autotune_settings({"inference": {"candidates": ["fp32", "fp64"]}})
     assert set(AutotuneSettings().candidates) <= set(BACKENDS)
+
+
+def test_tuned_runner_follows_weights_changed_in_place():
+    """The backends run copies of the network; weights loaded after the first frame are used."""
+    model, other = _model(), _model()
+    with torch.no_grad():
+        for p in other.network.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    runner = TunedInference(model, AutotuneSettings(backend="fp32"))
+    frame = torch.randint(0, 256, (3, 64, 96), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    before = runner.predict([frame])[0]
+    model.load_state_dict(other.state_dict())
+    after = runner.predict([frame])[0]
+    expected = model.predict([frame])[0]
+    assert runner.result.source == "rebuilt"
+    torch.testing.assert_close(after.scores, expected.scores, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(before.scores, after.scores) if len(before) == len(after) else True

@@ -111,10 +111,12 @@ def test_predictor_fast_flag_and_recipe_switch_use_the_fast_runner():
     from crossvis.inference.predictor import Predictor
 
     frame = np.ascontiguousarray(_frames()[0].permute(1, 2, 0).numpy())
+    from crossvis.inference.autotune import FP32_LAYOUTS, TunedInference
+
     plain = Predictor(RECIPE, device="cpu")
-    assert not plain.fast and plain.runner == plain.model.predict
+    # the default runner chooses between the float32 layouts only
+    assert not plain.fast and isinstance(plain.runner, TunedInference) and plain.runner.settings == FP32_LAYOUTS
     flagged = Predictor(RECIPE, device="cpu", fast=True)
-    from crossvis.inference.autotune import TunedInference
 
     assert flagged.fast and isinstance(flagged.runner, TunedInference) and flagged.runner.model is flagged.model
     switched = Predictor(load_recipe(RECIPE, ["inference.fast=true", "inference.dtype=fp32"]), device="cpu")

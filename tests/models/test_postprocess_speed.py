@@ -89,7 +89,9 @@ def _reference(model: CrossVIS, image: torch.Tensor) -> dict[str, torch.Tensor]:
     for p, (x, y), lev in zip(params[ok], locs[ok], levels[ok]):
         soi = head.sizes_of_interest[lev]
         act = torch.cat([((x - gx) / soi)[None], ((y - gy) / soi)[None], feats])[None]
-        weights, biases = head.parse_params(p[None])
+        # the official 169 layout: [W0 (8×10) | W1 (8×8) | W2 (1×8) | b0 (8) | b1 (8) | b2 (1)]
+        weights = [p[:80].reshape(8, 10, 1, 1), p[80:144].reshape(8, 8, 1, 1), p[144:152].reshape(1, 8, 1, 1)]
+        biases = [p[152:160], p[160:168], p[168:169]]
         for layer, (wt, b) in enumerate(zip(weights, biases)):
             act = F.conv2d(act, wt, b)
             act = act.relu() if layer < len(weights) - 1 else act
@@ -161,3 +163,22 @@ def test_aligned_crop_is_bit_identical(factor, crop):
     mask = torch.empty((3, 1, *crop), dtype=torch.bool)
     _aligned_crop(x, factor, mask, 0.5)
     assert torch.equal(mask, full > 0.5)
+
+
+def test_masks_are_made_when_read_and_only_for_the_selected_detections():
+    model = _model()
+    image = torch.randint(0, 256, (3, 90, 120), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
+    (det,) = model.predict([image])
+    (again,) = model.predict([image])
+    assert det.pending_masks is not None and len(det.pending_masks) == len(det) >= 90
+    keep = torch.tensor([3, 0, 41])
+    chosen = det.select(keep)
+    assert len(chosen.pending_masks) == 3
+    masks = chosen.masks                                    # made now, for three detections
+    assert chosen.pending_masks is None and masks.shape == (3, 90, 120) and masks.dtype == torch.bool
+    assert torch.equal(masks, again.masks[keep])            # the same as slicing all the masks
+    assert 0 < masks.float().mean() < 1
+    moved = model.predict([image])[0].select(keep).to("cpu")  # to() carries pending masks along
+    assert moved.pending_masks is not None and torch.equal(moved.masks, masks)
+    det.masks = None                                        # an explicit value replaces pending ones
+    assert det.masks is None and det.pending_masks is None
