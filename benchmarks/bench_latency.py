@@ -71,6 +71,13 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default="network,pipeline",
                    help="comma-separated subset of network,pipeline (CrossVIS)")
     p.add_argument("--no-fast", action="store_true", help="skip the fast path")
+    p.add_argument("--fast-candidates", default=None,
+                   help="comma-separated backends the fast path chooses from (default: the autotuner's "
+                        "DEFAULT_CANDIDATES), e.g. those that passed --accuracy on a trained model")
+    p.add_argument("--min-mask-iou", type=float, default=0.98,
+                   help="the fast path's accuracy guard on these random-weight frames (0: off; random "
+                        "weights give near-tie scores, so low-precision candidates fail it here whatever "
+                        "they do on a trained model: check that with --accuracy)")
     p.add_argument("--no-baselines", action="store_true", help="skip the torchvision detectors")
     p.add_argument("--baselines", default="fcos,maskrcnn", help="comma-separated torchvision detectors timed")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
@@ -99,6 +106,14 @@ def run_latency(args: argparse.Namespace) -> int:
     frames = bench.synthetic_frames(args.frames + args.warmup)
     timed = frames[args.warmup:]
     kw = dict(warmup=args.warmup, num_detections=args.detections)
+    from crossvis.inference.autotune import DEFAULT_CANDIDATES, AutotuneSettings
+
+    candidates = tuple(c.strip() for c in args.fast_candidates.split(",") if c.strip()) \
+        if args.fast_candidates else DEFAULT_CANDIDATES
+    fast_settings = AutotuneSettings(cache=False, candidates=candidates, min_mask_iou=args.min_mask_iou)
+    if not args.no_fast:
+        print(f"fast path: chosen among {','.join(candidates)} with the accuracy guard "
+              f"{'off' if args.min_mask_iou <= 0 else f'mask IoU >= {args.min_mask_iou}'}", flush=True)
     speeds = [False] if args.no_fast else [False, True]
     rows = []
     reference = None
@@ -118,7 +133,7 @@ def run_latency(args: argparse.Namespace) -> int:
         for mode in modes:
             fn = bench.bench_network if mode == "network" else bench.bench_pipeline
             for fast in speeds:
-                rows.append(fn(arch, timed, fast=fast, **kw))
+                rows.append(fn(arch, timed, fast=fast, settings=fast_settings, **kw))
                 print(bench.format_rows(rows[-1:]).splitlines()[1], flush=True)
     print()
     for arch, table in candidate_tables:

@@ -144,15 +144,19 @@ def _bench_batches(model: nn.Module, frames: Sequence[np.ndarray]) -> tuple[list
 
 
 def bench_network(arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
-                  num_detections: int = 100, backend: Optional[str] = None) -> BenchResult:
+                  num_detections: int = 100, backend: Optional[str] = None, settings: Any = None) -> BenchResult:
     """Network only (normalised padded batch → raw per-level maps) with one backend of
-    :mod:`crossvis.inference.backends` (``backend``; ``fast=True`` means the autotuned choice)."""
+    :mod:`crossvis.inference.backends` (``backend``; ``fast=True`` means the autotuned choice, with
+    ``settings``: an ``AutotuneSettings``, default uncached defaults)."""
+    from dataclasses import replace
+
     from crossvis.inference.autotune import AutotuneSettings, autotune
 
     model = crossvis_model(arch, num_detections)
     batches, sizes = _bench_batches(model, frames)
     name = backend or ("auto" if fast else "fp32")
-    tuned = autotune(model, batches[:2], sizes[:2], AutotuneSettings(backend=name, cache=False))
+    settings = replace(settings if settings is not None else AutotuneSettings(cache=False), backend=name)
+    tuned = autotune(model, batches[:2], sizes[:2], settings)
     try:
         times = time_per_frame(tuned.backend, batches, warmup)
     finally:
@@ -203,8 +207,11 @@ def bench_backends(arch: str, frames: Sequence[np.ndarray], names: Sequence[str]
 
 
 def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
-                   num_detections: int = 100, backend: Optional[str] = None) -> BenchResult:
+                   num_detections: int = 100, backend: Optional[str] = None, settings: Any = None) -> BenchResult:
     """The full online pipeline: H×W×3 uint8 frame → ``Predictor.track`` → tracked instances.
+
+    The float32 row (``fast=False``) is the predictor's default runner: float32 in the layout it
+    measures fastest on the first frame (``pipeline-fp32:fp32-cl`` when channels-last won).
 
     ``fast=True`` runs the network through :class:`~crossvis.inference.autotune.TunedInference`
     (measured choice on the first frame, uncached; ``backend`` pins one); the tuning happens in the
@@ -214,21 +221,31 @@ def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, 
     from crossvis.inference.autotune import AutotuneSettings, TunedInference
     from crossvis.inference.predictor import OnlinePredictor, build_tracker
 
+    from dataclasses import replace
+
     model = crossvis_model(arch, num_detections)
     tuned = None
     if fast or backend:
-        tuned = TunedInference(model, AutotuneSettings(backend=backend or "auto", cache=False))
+        base = settings if settings is not None else AutotuneSettings(cache=False)
+        tuned = TunedInference(model, replace(base, backend=backend or "auto"))
+    # without a runner: the predictor's default (float32, the layout measured fastest here, uncached)
     predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu", runner=tuned)
+    if tuned is None and isinstance(predictor.runner, TunedInference):
+        predictor.runner.settings = replace(predictor.runner.settings, cache=False)
     counts: list[int] = []
-    stream = predictor.track(_repeat(frames, max(warmup, 1) if tuned else warmup))
-    for _ in range(max(warmup, 1) if tuned else warmup):
+    stream = predictor.track(_repeat(frames, max(warmup, 1)))
+    for _ in range(max(warmup, 1)):
         next(stream)
     times = []
     for _ in frames:
         wall, cpu = time.perf_counter(), time.process_time()
         counts.append(len(next(stream).track_ids))
         times.append((time.perf_counter() - wall, time.process_time() - cpu))
-    mode = "pipeline-fp32" if tuned is None else f"pipe-{'auto:' if not backend else ''}{tuned.result.name}"
+    if tuned is None:
+        layout = getattr(getattr(predictor.runner, "result", None), "name", "fp32")
+        mode = "pipeline-fp32" + ("" if layout == "fp32" else f":{layout}")
+    else:
+        mode = f"pipe-{'auto:' if not backend else ''}{tuned.result.name}"
     return _result(f"crossvis-{arch}", mode, times, float(np.mean(counts)))
 
 

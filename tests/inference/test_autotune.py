@@ -18,7 +18,8 @@ from crossvis.structures import FrameDetections
 RECIPE = Path(__file__).parents[1] / "helpers" / "tiny_crossvis.yaml"
 CPU = torch.device("cpu")
 #: largest |candidate − fp32| / max |fp32| allowed per output map
-TOLERANCE = {"fp32-cl": 1e-4, "onnxruntime": 1e-4, "openvino": 1e-4, "bf16": 0.08, "openvino-bf16": 0.08}
+TOLERANCE = {"fp32-cl": 1e-4, "onnxruntime": 1e-4, "openvino": 1e-4, "bf16": 0.08, "openvino-bf16": 0.08,
+             "onnxruntime-int8": 0.2, "openvino-int8": 0.2}
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -48,7 +49,9 @@ def _maps(outputs: dict) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", ["fp32-cl", "bf16", pytest.param("onnxruntime", marks=pytest.mark.slow),
                                   pytest.param("openvino", marks=pytest.mark.slow),
-                                  pytest.param("openvino-bf16", marks=pytest.mark.slow)])
+                                  pytest.param("openvino-bf16", marks=pytest.mark.slow),
+                                  pytest.param("onnxruntime-int8", marks=pytest.mark.slow),
+                                  pytest.param("openvino-int8", marks=pytest.mark.slow)])
 def test_each_available_backend_matches_the_float32_network(name):
     why = backend_unavailable(name, CPU)
     if why is not None:
@@ -67,6 +70,8 @@ def test_each_available_backend_matches_the_float32_network(name):
         assert got[key].dtype == torch.float32 and got[key].shape == ref.shape, key
         err = (got[key] - ref).abs().max() / ref.abs().max().clamp(min=1e-6)
         assert err < TOLERANCE[name], (key, float(err))
+    if name.endswith("-int8"):  # really quantized: int8 rounding shows in the outputs
+        assert max(float((got[k] - r).abs().max() / r.abs().max()) for k, r in reference.items()) > 1e-3
     # the model itself is left as it was (each backend has its own copy of the network)
     assert all(p.is_contiguous() for p in model.network.parameters())
 
