@@ -1,7 +1,7 @@
 """Roofline of the per-frame network: GFLOPs per frame, this CPU's measured peak, the fraction reached.
 
     python benchmarks/bench_roofline.py [--arch r50,dla34] [--threads 0] [--frames 3]
-        [--backends fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16]
+        [--backends fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8]
 
 * **GFLOPs per frame**: ``torch.utils.flop_counter.FlopCounterMode`` over ``model.network`` at the
   official test size (360×640 padded to 384×640), dense=False (what inference runs: the
@@ -33,7 +33,8 @@ import benchlib as bench  # noqa: E402
 
 #: the arithmetic each backend runs its convolutions in
 PRECISION = {"fp32": "fp32", "fp32-cl": "fp32", "compile": "fp32", "onnxruntime": "fp32", "openvino": "fp32",
-             "bf16": "bf16", "compile-bf16": "bf16", "openvino-bf16": "bf16", "int8": "int8"}
+             "bf16": "bf16", "compile-bf16": "bf16", "openvino-bf16": "bf16", "int8": "int8",
+             "onnxruntime-int8": "int8", "openvino-int8": "int8"}
 
 
 def network_gflops(arch: str, height: int = 384, width: int = 640) -> float:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: the physical cores available")
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--backends", default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16",
+    parser.add_argument("--backends", default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8",
                         help="backends timed for the fraction column ('': GFLOPs and peaks only)")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads if args.threads > 0 else None)

@@ -3,9 +3,9 @@
 Which way of running the network is fastest depends on the CPU (bf16 autocast is 1.8× faster
 than float32 on one AVX512-BF16 CPU and 1.3× slower on another), so nothing is hard-coded: on
 first use :func:`autotune` builds every candidate backend (:mod:`crossvis.inference.backends`),
-times the network on a few frames, round-robin so that load changes on a shared machine hit
-every candidate alike, and keeps the fastest one whose detections agree with float32 — mean mask
-IoU against the float32 detections ≥ ``min_mask_iou`` (0.98) on the same frames. ``fp32`` is
+times each on a few frames — the network and the post-processing after it, masks included —
+round-robin so that load changes on a shared machine hit every candidate alike, and keeps the
+fastest one whose detections agree with float32 — mean mask IoU against the float32 detections ≥ ``min_mask_iou`` (0.98) on the same frames. ``fp32`` is
 always a candidate, and another backend replaces it only when it is at least
 :data:`CHOICE_MARGIN` (5%) faster, so timing noise does not pick a runtime that is no faster.
 
@@ -233,8 +233,8 @@ def mask_agreement(reference: Sequence[FrameDetections], candidate: Sequence[Fra
 # -- tuning ---------------------------------------------------------------------------------------
 @dataclass
 class CandidateReport:
-    """One candidate's measurement: network ms per batch (min over rounds of the mean), mask IoU
-    against float32, whether it passed the guard, or why it was not measured."""
+    """One candidate's measurement: network + post-processing ms per batch (min over rounds of the
+    mean), mask IoU against float32, whether it passed the guard, or why it was not measured."""
 
     name: str
     ms: float = float("nan")
@@ -342,13 +342,17 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
             built[name] = backend
         else:
             backend.close()
-    timed = [batches[i % len(batches)] for i in range(settings.tune_frames)]
+    timed = [(batches[i % len(batches)], sizes[i % len(batches)]) for i in range(settings.tune_frames)]
     samples: dict[str, list[float]] = {n: [] for n in built}
     for _ in range(settings.rounds):
         for name, backend in built.items():
+            # the network and the post-processing after it, masks included: a runtime whose
+            # threads keep the cores busy after a run (measured: ONNX Runtime's spinning pool)
+            # slows the float32 post-processing, which the network alone would not show
             start = time.perf_counter()
-            for batch in timed:
-                backend(batch)
+            for batch, size in timed:
+                for det in _postprocess(model, backend(batch), size, size):
+                    det.masks
             samples[name].append((time.perf_counter() - start) * 1000.0 / len(timed))
     for name, values in samples.items():
         reports[name].ms = min(values)
