@@ -6,9 +6,11 @@ Runs the network of ``--arch`` (random weights, 360×640, network only) for ``--
 
 1. with no extra load, at the default thread count (the physical cores available to the process,
    :func:`crossvis.threads.available_physical_cores`);
-2. next to ``--busy`` processes that each spin one core, at the same default thread count
-   (what a user gets without tuning: the cores are oversubscribed);
-3. next to the same load with ``--threads`` = cores − busy (what to set on a busy machine).
+2. next to ``--busy`` processes that each spin one core, at the inference default, which leaves
+   out the cores others keep busy (:func:`crossvis.threads.free_physical_cores`, measured while
+   the load runs: what ``crossvis eval`` / ``demo`` / ``bench`` and ``Predictor`` use);
+3. next to the same load with every available core (the default before it was load-aware: the
+   cores are oversubscribed).
 
 Throughput should degrade at most in proportion to the lost cores: ``loaded / idle ≥ (cores − busy) / cores``;
 the script prints that bound next to the ratios. The busy processes are started and stopped by
@@ -47,7 +49,7 @@ def _throughput(arch: str, frames: list, threads: int, warmup: int, backend: str
 
 def main(argv: list[str] | None = None) -> int:
     from crossvis.inference.autotune import cpu_model
-    from crossvis.threads import available_physical_cores
+    from crossvis.threads import available_physical_cores, resolve_num_threads
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="dla34")
@@ -67,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         w.start()
     time.sleep(0.5)
     try:
-        loaded_default = _throughput(args.arch, frames, cores, args.warmup, args.backend)
-        fewer = max(1, cores - args.busy)
-        loaded_fewer = _throughput(args.arch, frames, fewer, args.warmup, args.backend)
+        default = resolve_num_threads(None, load_aware=True)
+        loaded_default = _throughput(args.arch, frames, default, args.warmup, args.backend)
+        loaded_all = _throughput(args.arch, frames, cores, args.warmup, args.backend)
     finally:
         stop.set()
         for w in workers:
@@ -77,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     bound = max(cores - args.busy, 0) / cores
     print(f"{'configuration':<44}{'frames/s':>10}{'/idle':>8}{'bound':>8}")
     print(f"{f'idle, {cores} threads':<44}{idle:>10.3f}{1.0:>8.2f}{'':>8}")
-    print(f"{f'{args.busy} busy, {cores} threads (default)':<44}{loaded_default:>10.3f}"
+    print(f"{f'{args.busy} busy, {default} threads (default, load-aware)':<44}{loaded_default:>10.3f}"
           f"{loaded_default / idle:>8.2f}{bound:>8.2f}")
-    print(f"{f'{args.busy} busy, {fewer} threads':<44}{loaded_fewer:>10.3f}{loaded_fewer / idle:>8.2f}{bound:>8.2f}")
+    print(f"{f'{args.busy} busy, {cores} threads (every core)':<44}{loaded_all:>10.3f}"
+          f"{loaded_all / idle:>8.2f}{bound:>8.2f}")
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -63,7 +63,8 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=10, help="timed frames per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up frames")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads (0: the physical cores available to this process)")
+                   help="torch intra-op threads (0: the physical cores available to this process that "
+                        "other processes leave free)")
     p.add_argument("--backends", default=",".join(_all_backends()),
                    help="comma-separated network backends timed side by side (crossvis.inference.backends); "
                         "'' skips the table")
@@ -74,6 +75,11 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fast-candidates", default=None,
                    help="comma-separated backends the fast path chooses from (default: the autotuner's "
                         "DEFAULT_CANDIDATES), e.g. those that passed --accuracy on a trained model")
+    p.add_argument("--guard-from", metavar="RECIPE", default=None,
+                   help="take the fast path's accuracy guard from a trained model instead: run the guard "
+                        "(--accuracy) on RECIPE's test videos with --guard-checkpoint, and let the fast path "
+                        "choose, on the random-weight frames, among the candidates that passed there")
+    p.add_argument("--guard-checkpoint", default=None, help="weights for --guard-from")
     p.add_argument("--min-mask-iou", type=float, default=0.98,
                    help="the fast path's accuracy guard on these random-weight frames (0: off; random "
                         "weights give near-tie scores, so low-precision candidates fail it here whatever "
@@ -93,7 +99,8 @@ def run_latency(args: argparse.Namespace) -> int:
     from crossvis.inference.autotune import cpu_model
     from crossvis.threads import configure_threads
 
-    threads = configure_threads(args.threads if args.threads > 0 else None)
+    # the inference default: the physical cores other processes leave free (crossvis.threads)
+    threads = configure_threads(args.threads if args.threads > 0 else None, load_aware=True)
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {threads} threads; load average "
           f"{' '.join(f'{x:.2f}' for x in _loadavg())}", flush=True)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
@@ -110,10 +117,19 @@ def run_latency(args: argparse.Namespace) -> int:
 
     candidates = tuple(c.strip() for c in args.fast_candidates.split(",") if c.strip()) \
         if args.fast_candidates else DEFAULT_CANDIDATES
-    fast_settings = AutotuneSettings(cache=False, candidates=candidates, min_mask_iou=args.min_mask_iou)
+    min_mask_iou = args.min_mask_iou
+    if args.guard_from and not args.no_fast:
+        table = backend_accuracy(args.guard_from, ["fp32", *[c for c in candidates if c != "fp32"]],
+                                 args.guard_checkpoint)
+        print(f"accuracy guard on {args.guard_from}:\n{format_accuracy(table)}", flush=True)
+        candidates = tuple(name for name, row in table.items() if guard_passes(row))
+        min_mask_iou = 0.0  # already applied, on the trained model
+    fast_settings = AutotuneSettings(cache=False, candidates=candidates, min_mask_iou=min_mask_iou)
     if not args.no_fast:
-        print(f"fast path: chosen among {','.join(candidates)} with the accuracy guard "
-              f"{'off' if args.min_mask_iou <= 0 else f'mask IoU >= {args.min_mask_iou}'}", flush=True)
+        guard = "off" if min_mask_iou <= 0 else f"mask IoU >= {min_mask_iou}"
+        if args.guard_from:
+            guard = f"the one above (passed on {args.guard_from})"
+        print(f"fast path: chosen among {','.join(candidates)} with the accuracy guard {guard}", flush=True)
     speeds = [False] if args.no_fast else [False, True]
     rows = []
     reference = None
@@ -177,6 +193,11 @@ def format_candidates(arch: str, table: list, reference: "bench.BenchResult | No
     return "\n".join(lines)
 
 
+def guard_passes(row: dict) -> bool:
+    """The accuracy guard on a trained model: mask IoU vs fp32 ≥ 0.98 and AP within ±0.01."""
+    return "skipped" not in row and row["mask_iou"] >= 0.98 and abs(row["dAP"]) <= 0.01
+
+
 def format_accuracy(table: dict) -> str:
     """The accuracy guard per backend: mask IoU vs fp32 (≥ 0.98) and AP within ±1 point (AP as a
     fraction, like every crossvis command: ±0.01)."""
@@ -185,7 +206,7 @@ def format_accuracy(table: dict) -> str:
         if "skipped" in row:
             lines.append(f"{name:<15}{'':>26}  skipped: {row['skipped']}")
             continue
-        ok = row["mask_iou"] >= 0.98 and abs(row["dAP"]) <= 0.01
+        ok = guard_passes(row)
         lines.append(f"{name:<15}{row['mask_iou']:>10.3f}{row['AP']:>8.3f}{row['dAP']:>+8.3f}  "
                      f"{'pass' if ok else 'FAIL'}")
     return "\n".join(lines)

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: the physical cores available")
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--backends", default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8",
+    parser.add_argument("--backends",
+                        default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8",
                         help="backends timed for the fraction column ('': GFLOPs and peaks only)")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads if args.threads > 0 else None)

@@ -85,8 +85,13 @@ class FrameDetections:
 
     def select(self, index: Tensor) -> "FrameDetections":
         """Return the detections picked by ``index`` (bool mask or int64 indices)."""
-        values = {name: v[index] if isinstance(v, Tensor) else v.select(index) if name == "pending_masks" and v is not None
-                  else v for name, v in self._raw_values().items()}
+        values = {}
+        for name, v in self._raw_values().items():
+            if isinstance(v, Tensor):
+                v = v[index]
+            elif name == "pending_masks" and v is not None:
+                v = v.select(index)
+            values[name] = v
         return type(self)(**values)
 
     def to(self, device: torch.device | str) -> "FrameDetections":
@@ -128,7 +133,8 @@ def _write_masks(self: FrameDetections, masks: Optional[Tensor]) -> None:
 
 # ``masks`` is a dataclass field (constructor argument, ``fields()``) read through a property
 # that computes pending masks on first access.
-FrameDetections.masks = property(_read_masks, _write_masks, doc="bool [N, H, W] masks, or None")  # type: ignore[assignment]
+FrameDetections.masks = property(  # type: ignore[assignment]
+    _read_masks, _write_masks, doc="bool [N, H, W] masks, or None")
 
 
 @dataclass

@@ -80,3 +80,48 @@ def test_predictor_and_eval_honour_the_thread_setting(tmp_path):
     assert overrides_with_threads(Args()) == ["a=1", "runtime.num_threads=3"]
     Args.threads = None
     assert overrides_with_threads(Args()) == ["a=1"]
+
+
+def test_load_aware_default_leaves_out_the_cores_others_keep_busy(machine, monkeypatch):
+    machine([0, 1, 2, 3], {0: ("0", "0"), 1: ("0", "1"), 2: ("0", "2"), 3: ("0", "3")})
+    for busy, free in ((0.0, 4), (0.4, 4), (0.6, 3), (1.0, 3), (2.2, 2), (3.9, 1), (8.0, 1)):
+        monkeypatch.setattr(threads, "busy_cpus", lambda window=0.0, b=busy: b)
+        assert threads.free_physical_cores() == free, busy
+        assert threads.resolve_num_threads(None, load_aware=True) == free
+    assert threads.resolve_num_threads(None) == 4           # training keeps every core
+    assert threads.resolve_num_threads(3, load_aware=True) == 3  # an explicit number wins
+
+
+def test_hyperthread_siblings_convert_busy_cpus_to_cores(machine, monkeypatch):
+    machine([0, 1, 2, 3], {0: ("0", "0"), 1: ("0", "0"), 2: ("0", "1"), 3: ("0", "1")})
+    monkeypatch.setattr(threads, "busy_cpus", lambda window=0.0: 2.0)  # two busy logical CPUs = one core
+    assert threads.free_physical_cores() == 1
+
+
+def _stat_line(cpu: int, busy: int, idle: int) -> str:
+    return f"cpu{cpu} {busy} 0 0 {idle} 0 0 0 0 0 0\n"
+
+
+def test_busy_cpus_reads_proc_stat_and_subtracts_this_process(monkeypatch):
+    """Two allowed CPUs; over the window one is fully busy, the other idle; this process used a
+    quarter of a CPU, so others kept 1 − 0.25 CPUs busy."""
+    samples = iter([{0: (100, 900), 1: (50, 950)}, {0: (200, 900), 1: (50, 1050)}])
+    clock = iter([0.0, 1.0])
+    own = iter([10.0, 10.25])
+    monkeypatch.setattr(threads, "_allowed_cpus", lambda: {0, 1})
+
+    def fake_open(path, *args, **kwargs):
+        import io
+
+        stat = next(samples)
+        text = "cpu 0 0 0 0\n" + "".join(_stat_line(c, *stat[c]) for c in sorted(stat)) + "cpu7 5 0 0 5\n"
+        return io.StringIO(text)
+
+    import builtins
+    import time
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(time, "process_time", lambda: next(own))
+    assert threads.busy_cpus(1.0) == pytest.approx(0.75)

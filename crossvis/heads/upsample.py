@@ -1,6 +1,8 @@
 """Pixel-centre-aligned bilinear upsampling used by CondInst's mask branch and mask head."""
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -72,9 +74,10 @@ def aligned_bilinear_above(x: Tensor, factor: int, threshold: float) -> Tensor:
     below it. Only the remaining cells, those the mask boundary passes through, are interpolated.
     On instance masks that is a small fraction of the map, which makes this several times faster
     than interpolating every pixel (a map with more than :data:`MAX_BOUNDARY_FRACTION` boundary
-    cells, noise rather than objects, is interpolated everywhere). Within a boundary cell the value is the same bilinear formula
-    in float32, summed in a different order than ``F.interpolate``; a pixel can differ only where
-    the value is within float rounding of the threshold (a tie).
+    cells, noise rather than objects, is interpolated everywhere). Within a boundary cell the
+    value is the same bilinear formula in float32, summed in a different order than
+    ``F.interpolate``; a pixel can differ only where the value is within float rounding of the
+    threshold (a tie).
 
     Args:
         x: float [N, 1, h, w] (e.g. mask probabilities at stride 4).
@@ -99,8 +102,9 @@ def aligned_bilinear_above(x: Tensor, factor: int, threshold: float) -> Tensor:
     if f == 1 or boundary.sum() > MAX_BOUNDARY_FRACTION * boundary.numel():
         # a map of noise rather than of objects: interpolating every pixel is cheaper then
         return aligned_bilinear_unshifted(x, f)[:, 0, : f * h, : f * w] > threshold
-    # One row of a cell (f bools) is written as one f-byte integer where such a type exists.
-    word = _WORDS.get(f, torch.uint8)
+    # One row of a cell (f bools) is written as one f-byte integer where such a type exists (the
+    # bytes of the integers below are built little-endian).
+    word = _WORDS.get(f, torch.uint8) if sys.byteorder == "little" else torch.uint8
     width = f if word == torch.uint8 else 1
     fill = above.to(word) * _ones_word(word)                       # a cell row of True or False
     cells = fill[:, :, None, :, None].expand(n, h, f, w, width).contiguous()  # [N, h, f, w, width]

@@ -5,9 +5,10 @@ than float32 on one AVX512-BF16 CPU and 1.3× slower on another), so nothing is 
 first use :func:`autotune` builds every candidate backend (:mod:`crossvis.inference.backends`),
 times each on a few frames — the network and the post-processing after it, masks included —
 round-robin so that load changes on a shared machine hit every candidate alike, and keeps the
-fastest one whose detections agree with float32 — mean mask IoU against the float32 detections ≥ ``min_mask_iou`` (0.98) on the same frames. ``fp32`` is
-always a candidate, and another backend replaces it only when it is at least
-:data:`CHOICE_MARGIN` (5%) faster, so timing noise does not pick a runtime that is no faster.
+fastest one whose detections agree with float32: mean mask IoU against the float32 detections
+≥ ``min_mask_iou`` (0.98) on the same frames. ``fp32`` is always a candidate, and another backend
+replaces it only when it is at least :data:`CHOICE_MARGIN` (5%) faster, so timing noise does not
+pick a runtime that is no faster.
 
 The choice is cached in ``$XDG_CACHE_HOME/crossvis/autotune.json`` (default ``~/.cache``; the
 ``CROSSVIS_CACHE_DIR`` environment variable overrides the folder), keyed by the CPU model string,
@@ -368,8 +369,8 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
 
 
 #: the default (non-fast) path: float32 only, contiguous or channels-last as measured here; no
-#: accuracy guard (both are float32, equal up to summation order); one timed frame, two rounds
-FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl",), min_mask_iou=0.0, tune_frames=1, rounds=2)
+#: accuracy guard (both are float32, equal up to summation order); one timed frame, three rounds
+FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl",), min_mask_iou=0.0, tune_frames=1, rounds=3)
 
 
 def default_runner(model: nn.Module) -> Optional["TunedInference"]:

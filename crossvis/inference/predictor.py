@@ -172,9 +172,9 @@ class Predictor(OnlinePredictor):
         from crossvis.recipes.sections import section
         from crossvis.threads import configure_threads
 
-        # runtime.num_threads (0: the physical cores this process may use; oversubscribed cores
-        # make CPU inference many times slower)
-        self.num_threads = configure_threads(section(self.recipe, "runtime").num_threads)
+        # runtime.num_threads (0: the physical cores this process may use that other processes
+        # leave free; oversubscribed cores make CPU inference many times slower)
+        self.num_threads = configure_threads(section(self.recipe, "runtime").num_threads, load_aware=True)
         device = torch.device(device if device is not None else _recipe_device(self.recipe))
         ckpt = _read_checkpoint(checkpoint) if checkpoint is not None else None
         categories = recipe_categories(self.recipe)
