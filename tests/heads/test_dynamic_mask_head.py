@@ -79,3 +79,24 @@ def test_chunks_of_instances_equal_explicit_loop():
     im_inds = torch.randint(0, 2, (7,), generator=g)
     out = head(mask_feats, 8, params, locations, levels, im_inds)
     torch.testing.assert_close(out, _explicit(mask_feats, 8, params, locations, levels, im_inds))
+
+
+def test_training_path_equals_explicit_loop_in_values_and_gradients():
+    """With gradients the head runs one grouped convolution (the official form); values and
+    gradients equal the per-instance loop and the batched-matmul inference path."""
+    g = torch.Generator().manual_seed(2)
+    head = DynamicMaskHead(SOI)
+    mask_feats = torch.randn(2, 8, 6, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    params = torch.randn(5, 169, generator=g, dtype=torch.float64, requires_grad=True)
+    locations = torch.rand(5, 2, generator=g, dtype=torch.float64) * 80
+    levels = torch.randint(0, 5, (5,), generator=g)
+    im_inds = torch.randint(0, 2, (5,), generator=g)
+    out = head(mask_feats, 8, params, locations, levels, im_inds)
+    grads = torch.autograd.grad(out.square().sum(), (mask_feats, params))
+    expected = _explicit(mask_feats, 8, params, locations, levels, im_inds)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (mask_feats, params))
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad():
+        torch.testing.assert_close(head(mask_feats, 8, params, locations, levels, im_inds), out.detach())
