@@ -408,7 +408,7 @@ class TunedInference:
                                     f"{type(model).__name__} has none (set inference.fast: false)")
         self.model, self.settings, self.cache_path = model.eval(), settings, cache_path
         self.result: Optional[TuneResult] = None
-        self._weights_version = -1
+        self._weights_version: Optional[int] = None
 
     def predict(self, images: Sequence[Tensor]) -> list[FrameDetections]:
         """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``)."""
@@ -436,8 +436,12 @@ class TunedInference:
 
 
 def _weights_version(model: nn.Module) -> int:
-    """Changes whenever a parameter or buffer of ``model.network`` is modified in place."""
-    return sum(t._version for t in model.network.parameters()) + sum(t._version for t in model.network.buffers())
+    """Changes whenever a parameter or buffer of ``model.network`` is modified in place (-1 for a
+    network made under ``torch.inference_mode``, whose tensors keep no version counter)."""
+    try:
+        return sum(t._version for t in (*model.network.parameters(), *model.network.buffers()))
+    except RuntimeError:
+        return -1
 
 
 def summarize(reports: Sequence[CandidateReport]) -> str:
