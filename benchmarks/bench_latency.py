@@ -26,7 +26,9 @@ from benchlib import backend_accuracy, head_flops  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     add_help=False)
+    parser.add_argument("-h", "--help", action="store_true", help="show these options and the latency table's, and exit")
     parser.add_argument("--flops", action="store_true", help="print the GMAC breakdown (R-50 vs FCOS) and exit")
     parser.add_argument("--accuracy", metavar="RECIPE", default=None,
                         help="compare the fast path with fp32 on the recipe's data.test and exit")
@@ -35,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy-backends", default=",".join(_all_backends()),
                         help="comma-separated backends checked by --accuracy")
     args, rest = parser.parse_known_args(argv)
+    latency = argparse.ArgumentParser(prog="bench_latency.py")
+    table_parser = add_latency_parser(latency.add_subparsers())
+    if args.help:
+        print(parser.format_help())
+        print("The latency table (the default; every option below):\n")
+        print(table_parser.format_help())
+        return 0
     if args.flops:
         for key, gmac in head_flops().items():
             print(f"{key:<48}{gmac:>8.2f} GMAC")
@@ -47,13 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         table = backend_accuracy(args.accuracy, names, args.checkpoint, args.max_videos)
         print(format_accuracy(table))
         return 0
-    latency = argparse.ArgumentParser(prog="bench_latency.py")
-    add_latency_parser(latency.add_subparsers())
     bench_args = latency.parse_args(["bench", *rest])
     return run_latency(bench_args)
 
 
-def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench", help="per-frame latency of CrossVIS vs torchvision FCOS / Mask R-CNN",
         description="Time CrossVIS (random weights, 40 classes, embeddings; the official test size 360x640) "
@@ -88,6 +95,7 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the torchvision detectors")
     p.add_argument("--baselines", default="fcos,maskrcnn", help="comma-separated torchvision detectors timed")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
+    return p
 
 
 def run_latency(args: argparse.Namespace) -> int:

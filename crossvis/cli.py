@@ -104,7 +104,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         verb = _verb(argv)
         parser = build_parser(verb=verb)
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if getattr(args, "passthrough", False):
+            # a command that hands its arguments to another program (crossvis bench) gets all of
+            # them, in order, options included
+            args.options = argv[argv.index(args.command) + 1:]
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         configure_logging(-1 if args.quiet else args.verbose)
         if args.version:
             from crossvis import __version__

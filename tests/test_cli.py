@@ -138,3 +138,15 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+def test_bench_passes_every_option_to_the_benchmark(capsys):
+    """`crossvis bench --arch r50 ...` hands the options to benchmarks/bench_latency.py in order
+    (they are the script's, not the CLI's); the script's own errors come back as one line."""
+    line = one_line_error(capsys, ["bench", "--arch", "r7", "--frames", "1"])
+    assert "--arch r7 is unknown" in line
+    assert main(["bench", "--help-bench"]) == 0
+    out = capsys.readouterr().out
+    assert "--guard-from" in out and "--arch" in out and "--accuracy" in out
+    line = one_line_error(capsys, ["evaluate", "--annotations", "a.json", "--results", "b.json", "--zzz"])
+    assert "unrecognized arguments: --zzz" in line

@@ -12,7 +12,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "(see `crossvis bench --help-bench`). The benchmarks are not installed with the library.")
     p.add_argument("--help-bench", action="store_true", help="show the benchmark's own options")
     p.add_argument("options", nargs=argparse.REMAINDER, help="options passed to bench_latency.py")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, passthrough=True)  # every argument after `bench` goes to the script
 
 
 def benchmarks_folder() -> Path:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     spec = importlib.util.spec_from_file_location("crossvis_bench_latency", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    options = list(args.options)
+    options = [o for o in args.options if o != "--help-bench"]
     if args.help_bench:
         options = ["--help"]
     return int(module.main(options) or 0)
