@@ -42,6 +42,7 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
 
     from crossvis.deploy.convert import official_recipe
     from crossvis.inference.predictor import OnlinePredictor, build_tracker
+    from crossvis.models.postprocess import _gather_by_level
     from crossvis.structures import FrameDetections, TrackedInstances
 
     model = bench.crossvis_model(arch, detections)
@@ -70,7 +71,8 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
                 return {k: v[keep] for k, v in c.items()}
             c = timed("candidates+nms", candidates)
             gathered = timed("gather", lambda: (
-                _by_level(out, "controller", c, net.at_locations), _by_level(out, "embeddings", c, net.at_locations)))
+                _gather_by_level(out, "controller", 0, c["levels"], c["index"], net.at_locations),
+                _gather_by_level(out, "embeddings", 0, c["levels"], c["index"], net.at_locations)))
             params, embeddings = gathered
             boxes = c["boxes"] * torch.tensor([ow / w, oh / h, ow / w, oh / h])
             det = FrameDetections(boxes=boxes, scores=c["scores"], labels=c["labels"].long(), image_size=(oh, ow),
@@ -95,17 +97,6 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
 
 def _mask_feats(out) -> torch.Tensor:
     return out["mask_feats"] if isinstance(out, dict) else out.mask_feats
-
-
-def _by_level(out: dict, key: str, c: dict, gather) -> torch.Tensor:
-    result = None
-    for level in c["levels"].unique().tolist():
-        sel = torch.nonzero(c["levels"] == level).squeeze(1)
-        values = gather(out, key, 0, level, c["index"][sel])
-        if result is None:
-            result = values.new_empty((c["levels"].numel(), values.shape[1]))
-        result[sel] = values
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

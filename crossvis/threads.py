@@ -141,9 +141,10 @@ def configure_threads(requested: Optional[int] = None, load_aware: bool = False)
     n = resolve_num_threads(requested, load_aware)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    if load_aware and (requested is None or int(requested) <= 0) and n < available_physical_cores():
-        logger.info("using %d intra-op threads: other processes keep %d of the %d cores busy "
-                    "(runtime.num_threads or --threads sets a number)", n, available_physical_cores() - n,
-                    available_physical_cores())
+    if load_aware and (requested is None or int(requested) <= 0):
+        cores = available_physical_cores()
+        if n < cores:
+            logger.info("using %d intra-op threads: other processes keep %d of the %d cores busy "
+                        "(runtime.num_threads or --threads sets a number)", n, cores - n, cores)
     logger.debug("using %d intra-op threads", n)
     return n

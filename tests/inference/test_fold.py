@@ -25,30 +25,27 @@ def _norms(module: nn.Module) -> int:
     return sum(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in module.modules())
 
 
-def test_resnet50_frozen_bn_folds_to_the_same_features():
-    backbone = ResNet(depth=50).eval().double()  # float64: the folding is exact up to rounding
-    _randomise_norms(backbone, 0)
-    assert _norms(backbone) == 53
+def _assert_folds_to_the_same_features(backbone: nn.Module, norms: int, seed: int) -> None:
+    """Every norm of ``backbone`` (float64: the folding is exact up to rounding) folds away and the
+    features stay the same."""
+    _randomise_norms(backbone, seed)
+    assert _norms(backbone) == norms
     folded = copy.deepcopy(backbone)
-    assert fold_batchnorm(folded) == 53 and _norms(folded) == 0
-    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert fold_batchnorm(folded) == norms and _norms(folded) == 0
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     with torch.no_grad():
         expected, got = backbone(x), folded(x)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-9, atol=1e-9)
+
+
+def test_resnet50_frozen_bn_folds_to_the_same_features():
+    _assert_folds_to_the_same_features(ResNet(depth=50).eval().double(), 53, seed=0)
 
 
 def test_dla34_batchnorm_in_eval_mode_folds_to_the_same_features():
     backbone = dla34().eval().double()
-    _randomise_norms(backbone, 2)
-    count = _norms(backbone)
-    folded = copy.deepcopy(backbone)
-    assert fold_batchnorm(folded) == count and _norms(folded) == 0
-    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    with torch.no_grad():
-        expected, got = backbone(x), folded(x)
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-9, atol=1e-9)
+    _assert_folds_to_the_same_features(backbone, _norms(backbone), seed=2)
 
 
 def test_training_mode_batchnorm_is_not_folded():
