@@ -1,4 +1,4 @@
 """``python -m crossvis`` is the ``crossvis`` command."""
-from crossvis.cli import main
+from crossvis.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="processes for the RLE checks and track IoUs of large inputs (default 0: the physical cores "
                              "available to this process; 1: one process). The metrics do not depend on it")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, quick_exit=True)  # see crossvis.cli.entry
 
 
 def run(args: argparse.Namespace) -> int:

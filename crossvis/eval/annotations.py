@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from crossvis.errors import CrossVISError
+from crossvis.eval.intersections import MaskTable
 from crossvis.eval.ovis import occlusion_score
 from crossvis.eval.tracks import Track
 from crossvis.formats import cocovid_to_tracks, is_cocovid, load_annotations
 
-__all__ = ["GroundTruth", "cocovid_to_ytvis", "is_cocovid", "has_ground_truth", "load_ground_truth",
+__all__ = ["GroundTruth", "GroundTruthMasks", "cocovid_to_ytvis", "is_cocovid", "has_ground_truth", "load_ground_truth",
            "prepare_ground_truth"]
 
 #: The CocoVID -> per-track converter (one rule for track ids: 1, 2, ... in order of first appearance).
@@ -52,6 +53,50 @@ class GroundTruth:
     source: str
     frame_counts: dict = field(default_factory=dict)
     all_have_occlusion: bool = False
+    _masks: Optional["GroundTruthMasks"] = field(default=None, repr=False, compare=False)
+
+    def masks(self) -> "GroundTruthMasks":
+        """Every ground-truth mask as a :class:`GroundTruthMasks` (built on first use, then kept)."""
+        if self._masks is None:
+            self._masks = GroundTruthMasks(self.tracks)
+        return self._masks
+
+
+class GroundTruthMasks:
+    """The ground-truth masks of every (video, category) group, for intersecting predictions.
+
+    Args:
+        tracks: (video_id, category_id) -> ground-truth tracks in JSON order.
+
+    Attributes:
+        table: :class:`~crossvis.eval.intersections.MaskTable` of every present mask.
+        group: (video_id, category_id) -> group number g (-1, absent: no ground truth).
+        tracks_in, frames_in, base: int64 [groups + 1]: J_g tracks of L_g frames (the longest track;
+            the last entry, group -1, has none);
+            ``slot[base[g] + j * L_g + f]`` is the table index of track j's mask in frame f, -1
+            where absent.
+        areas: int64 [masks], the pixel count of each table mask.
+    """
+
+    def __init__(self, tracks: dict[tuple, list[Track]]) -> None:
+        self.group = {key: g for g, key in enumerate(tracks)}
+        groups = [*tracks.values(), []]  # the last group is empty: group -1 means "no ground truth"
+        self.tracks_in = np.array([len(ts) for ts in groups], dtype=np.int64)
+        self.frames_in = np.array([max((len(t) for t in ts), default=0) for ts in groups], dtype=np.int64)
+        sizes = self.tracks_in * self.frames_in
+        self.base = np.cumsum(sizes) - sizes
+        self.slot = np.full(int(sizes.sum()), -1, dtype=np.int64)
+        counts, shapes, areas = [], [], []
+        for g, ts in enumerate(groups):
+            for j, track in enumerate(ts):
+                for f, seg in enumerate(track.segs):
+                    if seg is not None:
+                        self.slot[self.base[g] + j * self.frames_in[g] + f] = len(counts)
+                        counts.append(seg["counts"])
+                        shapes.append(seg["size"])
+                        areas.append(track.areas[f])
+        self.table = MaskTable(counts, shapes)
+        self.areas = np.array(areas, dtype=np.int64)
 
 
 def load_ground_truth(gt: dict | str | os.PathLike, occlusion: bool = False) -> GroundTruth:

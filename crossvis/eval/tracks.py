@@ -10,22 +10,22 @@ A :class:`Track` holds one ground-truth or predicted instance through a video: o
 - both present but of different sizes: pycocotools' merge gives an empty 0×0 mask, so the frame
   adds 0 to both sums;
 - IoU = I / U, or 0 when U is 0.
+
+The intersections are exact pixel counts from the masks' runs
+(:mod:`crossvis.eval.intersections`); the evaluator computes them while it validates the results
+(:func:`crossvis.eval.predictions.prepare_predictions`) and stores them on the predicted tracks.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from crossvis.parallel import forked_map
+from crossvis.eval.intersections import MaskTable, column_pieces, intersections
+from crossvis.formats.rle_decode import decode_compressed
 
-__all__ = ["Track", "track_iou_matrix", "track_iou_matrices"]
-
-#: Below this many predicted frame masks the work is done in-process: starting workers would cost
-#: more than it saves (measured: about 7 µs of IoU work per mask, 20-40 ms to start two workers).
-PARALLEL_MIN_MASKS = 20_000
+__all__ = ["Track", "track_iou_matrix", "track_overlaps"]
 
 
 @dataclass(eq=False)
@@ -34,7 +34,8 @@ class Track:
 
     Attributes:
         video_id, category_id: the ids from the JSON.
-        segs: per-frame compressed RLE dicts, ``None`` where the frame is absent; length L.
+        segs: per-frame compressed RLE dicts, ``None`` where the frame is absent; length L (None for
+            predictions scored by the evaluator, which keeps their overlaps instead of their masks).
         present: bool [L], truthiness of each frame entry.
         areas: int64 [L], pixel count of each frame mask (0 where absent).
         avg_area: the mean of the truthy per-frame areas (JSON ``areas`` for ground truth), 0 if none.
@@ -43,11 +44,15 @@ class Track:
         crowd: ``int(iscrowd) != 0``; a crowd track may absorb many predictions.
         index: position in the source list (JSON order for GT, results order for predictions).
         occlusion: OVIS occlusion score in [0, 0.75] (ground truth read for OVIS only, else None).
+        overlaps, lost: int64 [G] (predictions, once scored against the G ground-truth tracks of
+            their video and category in JSON order): the summed intersections, and the summed areas
+            of both masks over the frames where their sizes differ (see :func:`track_overlaps`).
+        size_mismatch: some frame had both masks present with different sizes.
     """
 
     video_id: Any
     category_id: Any
-    segs: list
+    segs: Optional[list]
     present: np.ndarray
     areas: np.ndarray
     avg_area: float
@@ -56,13 +61,12 @@ class Track:
     crowd: bool = False
     index: int = 0
     occlusion: float | None = None
+    overlaps: Optional[np.ndarray] = None
+    lost: Optional[np.ndarray] = None
+    size_mismatch: bool = False
 
     def __len__(self) -> int:
-        return len(self.segs)
-
-    def mask_sizes(self) -> set[tuple[int, int]]:
-        """The distinct (h, w) of the present frame masks."""
-        return {(s["size"][0], s["size"][1]) for s in self.segs if s is not None}
+        return len(self.areas)
 
 
 def _cumulative(areas: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -79,7 +83,8 @@ def track_iou_matrix(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.nda
     """Spatio-temporal IoU of every (prediction, ground truth) pair.
 
     Args:
-        dts: D predicted tracks.
+        dts: D predicted tracks; their ``overlaps``/``lost`` against ``gts`` are used when set
+            (the evaluator sets them), else computed from the masks (:func:`track_overlaps`).
         gts: G ground-truth tracks.
 
     Returns:
@@ -90,49 +95,14 @@ def track_iou_matrix(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.nda
     ious = np.zeros((D, G), dtype=np.float64)
     if D == 0 or G == 0:
         return ious, False
+    if any(d.overlaps is None for d in dts):
+        inter, lost, mismatch = track_overlaps(dts, gts)
+    else:
+        inter = np.stack([d.overlaps for d in dts])
+        lost = np.stack([d.lost for d in dts])
+        mismatch = any(d.size_mismatch for d in dts)
     len_d = np.array([len(t) for t in dts], dtype=np.int64)
     len_g = np.array([len(t) for t in gts], dtype=np.int64)
-    frames = int(min(len_d.max(), len_g.max()))
-    inter = np.zeros((D, G), dtype=np.int64)
-    lost = np.zeros((D, G), dtype=np.int64)  # area of both-present frames whose sizes differ
-    mismatch = False
-    sizes = set()
-    for t in (*dts, *gts):
-        sizes |= t.mask_sizes()
-    uniform = len(sizes) <= 1
-
-    pres_d = np.zeros((D, frames), dtype=bool)
-    area_d = np.zeros((D, frames), dtype=np.int64)
-    for i, t in enumerate(dts):
-        n = min(len(t), frames)
-        pres_d[i, :n], area_d[i, :n] = t.present[:n], t.areas[:n]
-    pres_g = np.zeros((G, frames), dtype=bool)
-    area_g = np.zeros((G, frames), dtype=np.int64)
-    for j, t in enumerate(gts):
-        n = min(len(t), frames)
-        pres_g[j, :n], area_g[j, :n] = t.present[:n], t.areas[:n]
-
-    for f in range(frames):
-        di = np.flatnonzero(pres_d[:, f])
-        gj = np.flatnonzero(pres_g[:, f])
-        if di.size == 0 or gj.size == 0:
-            continue
-        ad, ag = area_d[di, f], area_g[gj, f]
-        if uniform:
-            _add_intersections(inter, di, gj, [dts[i].segs[f] for i in di], [gts[j].segs[f] for j in gj], ad, ag)
-            continue
-        # Mixed sizes: intersect each size group separately, count mismatched pairs as lost.
-        size_d = [(dts[i].segs[f]["size"][0], dts[i].segs[f]["size"][1]) for i in di]
-        size_g = [(gts[j].segs[f]["size"][0], gts[j].segs[f]["size"][1]) for j in gj]
-        same = np.array([[sd == sg for sg in size_g] for sd in size_d], dtype=bool)
-        mismatch = mismatch or not same.all()
-        lost[np.ix_(di, gj)] += np.where(same, 0, ad[:, None] + ag[None, :])
-        for size in set(size_d) & set(size_g):
-            sd = np.array([s == size for s in size_d])
-            sg = np.array([s == size for s in size_g])
-            _add_intersections(inter, di[sd], gj[sg], [dts[i].segs[f] for i in di[sd]],
-                               [gts[j].segs[f] for j in gj[sg]], ad[sd], ag[sg])
-
     # Sum of both tracks' areas over the first min(L_d, L_g) frames, for every pair.
     cum_d = _cumulative([t.areas for t in dts], int(len_d.max()))
     cum_g = _cumulative([t.areas for t in gts], int(len_g.max()))
@@ -143,26 +113,28 @@ def track_iou_matrix(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.nda
     return ious, mismatch
 
 
-def track_iou_matrices(pairs: Sequence[tuple[Sequence[Track], Sequence[Track]]],
-                       workers: int = 1) -> list[tuple[np.ndarray, bool]]:
-    """:func:`track_iou_matrix` of every ``(dts, gts)`` pair, in order.
+def track_overlaps(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Per pair, over the frames both tracks have (the shorter list): the summed intersections and
+    the summed areas of the frames where both masks are present with different sizes.
 
-    With ``workers`` > 1 and at least :data:`PARALLEL_MIN_MASKS` predicted masks the pairs are
-    split over that many forked processes (:func:`crossvis.parallel.forked_map`: they read the
-    tracks from the parent's memory; only the small IoU matrices travel back). The results are
-    identical to the serial ones.
+    Returns:
+        ``(intersections, lost, size_mismatch)``: int64 [D, G] twice, and whether any such frame exists.
     """
-    masks = sum(len(t) for dts, gts in pairs if gts for t in dts)
-    if masks < PARALLEL_MIN_MASKS:
-        workers = 1
-    return forked_map(lambda k: track_iou_matrix(*pairs[k]), len(pairs), workers)
-
-
-def _add_intersections(inter: np.ndarray, di: np.ndarray, gj: np.ndarray, drle: list, grle: list,
-                       ad: np.ndarray, ag: np.ndarray) -> None:
-    """Add |d ∩ g| of one frame to ``inter[di, gj]``, recovered exactly from pycocotools' IoU."""
-    if di.size == 0 or gj.size == 0:
-        return
-    iou = np.asarray(mask_utils.iou(drle, grle, [0] * len(grle)), dtype=np.float64).reshape(di.size, gj.size)
-    # iou = I / (a + b - I)  =>  I = iou (a + b) / (1 + iou); exact after rounding for any real mask size.
-    inter[np.ix_(di, gj)] += np.rint(iou * (ad[:, None] + ag[None, :]) / (1.0 + iou)).astype(np.int64)
+    D, G = len(dts), len(gts)
+    inter = np.zeros((D, G), dtype=np.int64)
+    lost = np.zeros((D, G), dtype=np.int64)
+    frames = [(i, j, f) for i, d in enumerate(dts) for j, g in enumerate(gts)
+              for f in range(min(len(d), len(g))) if d.segs[f] is not None and g.segs[f] is not None]
+    same = [(i, j, f) for i, j, f in frames if list(dts[i].segs[f]["size"]) == list(gts[j].segs[f]["size"])]
+    for i, j, f in set(frames) - set(same):
+        lost[i, j] += dts[i].areas[f] + gts[j].areas[f]
+    if same:
+        pred = [dts[i].segs[f] for i, _, f in same]
+        truth = [gts[j].segs[f] for _, j, f in same]
+        pieces = column_pieces(decode_compressed([s["counts"] for s in pred], intervals=True),
+                               [s["size"][0] for s in pred])
+        values = intersections(pieces, np.arange(len(same)), MaskTable([s["counts"] for s in truth],
+                                                                      [s["size"] for s in truth]),
+                               np.arange(len(same)))
+        np.add.at(inter, (np.array([i for i, _, _ in same]), np.array([j for _, j, _ in same])), values)
+    return inter, lost, len(frames) != len(same)

@@ -30,9 +30,8 @@ import numpy as np
 from crossvis.errors import CrossVISError
 from crossvis.eval.annotations import GroundTruth, load_ground_truth
 from crossvis.eval.ovis import OCCLUSION_RANGES
-from crossvis.eval.predictions import prepare_predictions
-from crossvis.eval.tracks import Track, track_iou_matrices
-from crossvis.formats import read_json
+from crossvis.eval.predictions import prepare_predictions, prepare_predictions_file
+from crossvis.eval.tracks import Track, track_iou_matrix
 
 __all__ = ["YTVISEvaluator", "OVISEvaluator", "evaluate_ytvis", "evaluate_ovis", "IOU_THRESHOLDS",
            "RECALL_THRESHOLDS", "MAX_DETS", "AREA_RANGES", "METRIC_KEYS", "OVIS_METRIC_KEYS", "PROTOCOLS"]
@@ -72,10 +71,9 @@ class YTVISEvaluator:
             per-frame CocoVID layout. It is never modified.
         protocol: ``"ytvis"`` (official YouTube-VIS) or ``"ovis"`` (official OVIS: every ground-truth
             track needs per-frame ``occlusion`` labels; 18 metrics with APso/APmo/APho, ARso/ARmo/ARho).
-        workers: processes for the RLE checks of the results and the track IoUs (Linux; large
-            inputs only, see :func:`~crossvis.formats.rle.check_compressed` and
-            :func:`~crossvis.eval.tracks.track_iou_matrices`); 1 = all in this process. The
-            numbers do not depend on it.
+        workers: processes that validate the results and intersect their masks with the ground
+            truth (Linux; large inputs only, see :func:`~crossvis.eval.predictions.prepare_predictions`);
+            1 = all in this process. The numbers do not depend on it.
 
     After :meth:`evaluate`, ``precision`` (float64 [T=10, R=101, K, A=4, M=3]; OVIS:
     [T, R, K, A, O=4, M]), ``recall`` ([T, K, A, M]; OVIS: [T, K, A, O, M]) and ``stats`` (float64
@@ -116,13 +114,13 @@ class YTVISEvaluator:
             CrossVISError: unreadable files, malformed results, results for unknown videos; for
                 OVIS, a prediction whose frame count differs from its video's.
         """
-        source = "results"
         with _collector_paused():
             if isinstance(results, (str, os.PathLike)):
-                source = f"results file {os.fspath(results)}"
-                results = read_json(results, "results file")
-            predictions = prepare_predictions(results, self.gt, source, allow_empty,
-                                              exact_length=self.protocol == "ovis", workers=self.workers)
+                predictions = prepare_predictions_file(results, self.gt, f"results file {os.fspath(results)}",
+                                                       allow_empty, self.protocol == "ovis", self.workers)
+            else:
+                predictions = prepare_predictions(results, self.gt, "results", allow_empty,
+                                                  exact_length=self.protocol == "ovis", workers=self.workers)
             cells = self._match_all(predictions)
         precision, recall = _accumulate(cells, len(self.gt.category_ids))
         self.stats = _summarize(precision, recall, self._occlusion_ranges(), self.metric_keys)
@@ -144,15 +142,12 @@ class YTVISEvaluator:
         occlusions = list(self._occlusion_ranges().values())
         cells = [[[_Cell() for _ in occlusions] for _ in areas] for _ in gt.category_ids]
         mismatched = []
-        todo = []  # (video, category index, gts, dts) with something to score
-        for vid in gt.video_ids:
-            for k, cat in enumerate(gt.category_ids):
-                gts = gt.tracks.get((vid, cat), [])
-                dts = _top_scored(predictions.get((vid, cat), []))
-                if gts or dts:
-                    todo.append((vid, k, gts, dts))
-        ious_of = track_iou_matrices([(dts, gts) for _, _, gts, dts in todo], self.workers)
-        for (vid, k, gts, dts), (ious, mismatch) in zip(todo, ious_of):
+        for vid, (k, cat) in ((vid, kc) for vid in gt.video_ids for kc in enumerate(gt.category_ids)):
+            gts = gt.tracks.get((vid, cat), [])
+            dts = _top_scored(predictions.get((vid, cat), []))
+            if not gts and not dts:
+                continue
+            ious, mismatch = track_iou_matrix(dts, gts)
             if mismatch:
                 mismatched.append(vid)
             dt_area = np.array([d.avg_area for d in dts], dtype=np.float64)

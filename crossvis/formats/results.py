@@ -33,7 +33,8 @@ import numpy as np
 from crossvis.errors import CrossVISError
 from crossvis.formats.rle import check_compressed, check_size, short_repr
 
-__all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results"]
+__all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results", "ScannedResults", "check_results_list",
+           "scan_results", "rle_error", "report_results"]
 
 REQUIRED_RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
 _ENCODE_HINT = "encode masks with pycocotools.mask.encode or crossvis.eval.encode_mask and store counts as a string"
@@ -76,49 +77,100 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
     Raises:
         CrossVISError: naming the first offending prediction (index, video, frame) and what to do.
     """
+    check_results_list(results, source, allow_empty)
+    scanned = scan_results(results, source, frame_counts)
+    if scanned.counts:
+        problems, areas = check_compressed(scanned.counts, scanned.sizes, workers)
+        if any(problems):
+            k = next(k for k, p in enumerate(problems) if p)
+            raise rle_error(source, scanned.entries[scanned.mask_entry[k]], scanned.mask_frame[k], problems[k])
+        for n, f, area in zip(scanned.mask_entry, scanned.mask_frame, areas.tolist()):
+            scanned.entries[n].mask_areas[f] = area
+    report_results(source, scanned.entries, scanned.wrong_length, scanned.out_of_range, frame_counts, exact_length)
+    return scanned.entries
+
+
+@dataclass(eq=False)
+class ScannedResults:
+    """Predictions whose structure is checked, with their masks not yet decoded.
+
+    Attributes:
+        entries: the predictions (``mask_areas`` still 0).
+        mask_entry, mask_frame: the position in ``entries`` and the frame of every mask, in order.
+        counts: each mask's RLE string (``str`` or ``bytes``); sizes: its ``[h, w]``.
+        out_of_range: positions of predictions whose score is outside [0, 1].
+        wrong_length: positions of predictions whose frame count differs from their video's.
+    """
+
+    entries: list[ResultEntry]
+    mask_entry: list[int]
+    mask_frame: list[int]
+    counts: list
+    sizes: list
+    out_of_range: list[int]
+    wrong_length: list[int]
+
+
+def check_results_list(results: Any, source: str, allow_empty: bool) -> None:
+    """Raise unless ``results`` is a list (non-empty unless ``allow_empty``)."""
     if not isinstance(results, list):
         raise CrossVISError(f"{source} must be a JSON list of predictions, got {type(results).__name__}")
     if not results and not allow_empty:
         raise CrossVISError(f"{source} has no predictions; the official evaluation cannot score an empty list "
                             "(pass allow_empty=True to score it as all misses)")
-    entries: list[ResultEntry] = []
-    strings: list[tuple[int, int]] = []  # (prediction, frame) of every mask
-    counts: list[bytes] = []
-    sizes: list[tuple[int, int]] = []
-    out_of_range: list[int] = []
-    wrong_length: list[int] = []
-    for n, res in enumerate(results):
+
+
+def scan_results(results: list, source: str, frame_counts: Optional[Mapping[Any, int]] = None,
+                 start: int = 0, stop: Optional[int] = None) -> ScannedResults:
+    """Check the structure of predictions ``results[start:stop]`` (keys, ids, scores, the form of
+    every mask) and collect their masks; prediction numbers in messages count from 0 in ``results``.
+
+    Raises:
+        CrossVISError: the first prediction whose structure is wrong.
+    """
+    stop = len(results) if stop is None else stop
+    out = ScannedResults([], [], [], [], [], [], [])
+    mask_entry, mask_frame, counts, sizes = out.mask_entry, out.mask_frame, out.counts, out.sizes
+    for n in range(start, stop):
+        res = results[n]
         entry = _entry(res, n, source, frame_counts)
+        position = len(out.entries)
         if not 0.0 <= entry.score <= 1.0:
-            out_of_range.append(n)
+            out.out_of_range.append(position)
         if frame_counts is not None and len(entry.segmentations) != frame_counts[entry.video_id]:
-            wrong_length.append(n)
+            out.wrong_length.append(position)
         segs = entry.segmentations
         for f, seg in enumerate(res["segmentations"]):
             if type(seg) is dict:  # the usual case, inline: {"size": [h, w] ints, "counts": ASCII str}
                 text, size = seg.get("counts"), seg.get("size")
                 if type(text) is str and text.isascii() and check_size(size) is None:
                     segs[f] = seg
-                    strings.append((n, f))
+                    mask_entry.append(position)
+                    mask_frame.append(f)
                     counts.append(text)
                     sizes.append(size)
                     continue
             if not seg and (seg is None or type(seg) in (list, dict)):
                 continue  # null, [] and {} are absent frames, as officially
             rle = segs[f] = _rle_form(seg, source, n, f, entry.video_id)
-            strings.append((n, f))
+            mask_entry.append(position)
+            mask_frame.append(f)
             counts.append(rle["counts"])
             sizes.append(rle["size"])
-        entries.append(entry)
-    if strings:
-        problems, areas = check_compressed(counts, sizes, workers)
-        if any(problems):
-            k = next(k for k, p in enumerate(problems) if p)
-            n, f = strings[k]
-            raise CrossVISError(f"{source}: prediction #{n} frame {f} (video_id {entries[n].video_id!r}): "
-                                f"{problems[k]}; {_ENCODE_HINT}")
-        for (n, f), area in zip(strings, areas.tolist()):
-            entries[n].mask_areas[f] = area
+        out.entries.append(entry)
+    return out
+
+
+def rle_error(source: str, entry: ResultEntry, frame: int, problem: str) -> CrossVISError:
+    """The error for a mask that is not valid compressed RLE."""
+    return CrossVISError(f"{source}: prediction #{entry.index} frame {frame} (video_id {entry.video_id!r}): "
+                         f"{problem}; {_ENCODE_HINT}")
+
+
+def report_results(source: str, entries: list[ResultEntry], wrong_length: list[int], out_of_range: list[int],
+                   frame_counts: Optional[Mapping[Any, int]], exact_length: bool) -> None:
+    """Raise (``exact_length``) or warn about frame counts that differ from the video's, and warn
+    about scores outside [0, 1]; ``wrong_length`` and ``out_of_range`` index ``entries``."""
     if wrong_length:
         first = entries[wrong_length[0]]
         message = (f"{source}: prediction #{first.index} (video_id {first.video_id!r}) has {len(first.segmentations)} "
@@ -127,13 +179,12 @@ def validate_results(results: Any, source: str = "results", *, frame_counts: Opt
             raise CrossVISError(f"{message}; the OVIS evaluation needs one entry per frame (null where absent)")
         more = f" (and {len(wrong_length) - 1} more predictions)" if len(wrong_length) > 1 else ""
         warnings.warn(f"{message}{more}; they are scored over the shorter of the two lists as in the official "
-                      "evaluation - write one entry per frame (null where absent)", stacklevel=2)
+                      "evaluation - write one entry per frame (null where absent)", stacklevel=3)
     if out_of_range:
         first = entries[out_of_range[0]]
         more = f" (and {len(out_of_range) - 1} more)" if len(out_of_range) > 1 else ""
         warnings.warn(f"{source}: prediction #{first.index} has score {first.score!r} outside [0, 1]{more}; "
-                      "scores only rank the predictions (as in the official evaluation)", stacklevel=2)
-    return entries
+                      "scores only rank the predictions (as in the official evaluation)", stacklevel=3)
 
 
 def _entry(res: Any, n: int, source: str, frame_counts: Optional[Mapping[Any, int]]) -> ResultEntry:

@@ -22,15 +22,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from crossvis.errors import CrossVISError
+from crossvis.formats.rle_decode import PROBLEM_CODES, decode_compressed
 from crossvis.parallel import forked_map
 
 __all__ = ["encode_mask", "encode_masks", "check_size", "check_compressed", "check_uncompressed",
-           "MAX_PIXELS"]
+           "describe_problem", "chunk_bounds", "MAX_PIXELS"]
 
 #: pycocotools stores run lengths as 32-bit unsigned ints, so larger masks cannot be encoded.
 MAX_PIXELS = 2 ** 31 - 1
-#: 7 groups of 5 bits hold 2**35 > MAX_PIXELS; a longer run is corrupt (and overflows pycocotools' shift).
-_MAX_GROUPS = 7
 
 
 def encode_mask(mask: Any) -> dict:
@@ -107,14 +106,6 @@ def check_uncompressed(counts: Any, height: int, width: int) -> tuple[Optional[s
     return None, int(runs[1::2].sum())
 
 
-_PROBLEMS = {
-    1: "compressed RLE 'counts' has characters outside '0'..'o' (not a COCO RLE string)",
-    2: "compressed RLE 'counts' ends in the middle of a run (truncated string)",
-    3: "compressed RLE 'counts' has a run longer than any mask (corrupt string)",
-    4: "compressed RLE 'counts' decodes to a negative run length (corrupt string)",
-}
-
-
 def check_compressed(counts: Sequence[bytes | str], sizes: Sequence[Sequence[int]],
                      workers: int = 1) -> tuple[list[Optional[str]], np.ndarray]:
     """Validate compressed RLE strings, all at once.
@@ -143,21 +134,17 @@ def check_compressed(counts: Sequence[bytes | str], sizes: Sequence[Sequence[int
     pixels = np.fromiter((int(k[1]) * int(k[2]) for k in keys), dtype=np.int64, count=len(keys))
     unique_areas = np.zeros(len(keys), dtype=np.int64)
     unique_problems: dict[int, str] = {}
-    bounds = np.searchsorted(np.cumsum(lengths), np.arange(_CHUNK_CHARS, int(lengths.sum()), _CHUNK_CHARS))
-    chunks = [(start, stop) for start, stop in zip([0, *(bounds + 1).tolist()], [*(bounds + 1).tolist(), len(keys)])
-              if start < stop]  # (a string longer than a chunk already ended the previous one)
-    decoded = forked_map(lambda c: _decode_chunk([k[0] for k in keys[chunks[c][0]:chunks[c][1]]],
-                                                 lengths[chunks[c][0]:chunks[c][1]]),
+    chunks = chunk_bounds(lengths)
+    decoded = forked_map(lambda c: decode_compressed([k[0] for k in keys[chunks[c][0]:chunks[c][1]]],
+                                                     lengths[chunks[c][0]:chunks[c][1]]),
                          len(chunks), workers if len(chunks) >= PARALLEL_MIN_CHUNKS else 1)
-    for (start, stop), (reason, sums, chunk_areas) in zip(chunks, decoded):
+    for (start, stop), result in zip(chunks, decoded):
         expected = pixels[start:stop]
-        ok = (reason == 0) & (sums == expected)
-        unique_areas[start:stop] = np.where(ok, chunk_areas, 0)
+        ok = (result.problems == 0) & (result.sums == expected)
+        unique_areas[start:stop] = np.where(ok, result.areas, 0)
         for k in np.flatnonzero(~ok).tolist():
-            code, h, w = int(reason[k]), int(keys[start + k][1]), int(keys[start + k][2])
-            unique_problems[start + k] = _PROBLEMS[code] if code else (
-                f"compressed RLE counts sum to {int(sums[k])}, not h*w = {h}*{w} = {h * w} "
-                "(truncated or corrupt string)")
+            unique_problems[start + k] = describe_problem(int(result.problems[k]), int(result.sums[k]),
+                                                          int(keys[start + k][1]), int(keys[start + k][2]))
     if unique_problems:
         bad = np.flatnonzero(np.isin(first_of, np.fromiter(unique_problems, dtype=np.int64)))
         for i in bad.tolist():
@@ -170,96 +157,26 @@ _CHUNK_CHARS = 1 << 17  # characters decoded at once: the temporaries stay in ca
 PARALLEL_MIN_CHUNKS = 24
 
 
-def _join_ascii(counts: list[bytes | str]) -> bytes:
-    """The strings concatenated as bytes (``str`` items are ASCII, checked by the caller)."""
-    try:
-        return "".join(counts).encode("ascii")  # the usual case: every item a str
-    except TypeError:
-        return b"".join(c.encode("ascii") if isinstance(c, str) else c for c in counts)
+def chunk_bounds(lengths: np.ndarray, chars: Optional[int] = None) -> list[tuple[int, int]]:
+    """Split strings of ``lengths`` (int64 [N]) into consecutive ``(start, stop)`` batches of about
+    ``chars`` characters (default :data:`_CHUNK_CHARS`; a longer string is a batch of its own)."""
+    chars = chars or _CHUNK_CHARS
+    if not lengths.size:
+        return []
+    bounds = np.searchsorted(np.cumsum(lengths), np.arange(chars, int(lengths.sum()), chars))
+    cuts = [0, *(bounds + 1).tolist(), lengths.size]
+    return [(start, stop) for start, stop in zip(cuts[:-1], cuts[1:]) if start < stop]
 
 
-def _decode_chunk(counts: list[bytes | str], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode compressed strings (``lengths``: int64 [N] their lengths): per string a problem code
-    (0 = none), the sum of its runs and its area."""
-    n = len(counts)
-    reason = np.zeros(n, dtype=np.int8)
-    sums = np.zeros(n, dtype=np.int64)
-    areas = np.zeros(n, dtype=np.int64)
-    data = np.frombuffer(_join_ascii(counts), dtype=np.uint8) - np.uint8(48)  # wraps: bad characters are > 63
-    if not data.size:
-        return reason, sums, areas
-    string_end = np.cumsum(lengths)
-    if data.max() > 63:
-        bad = np.flatnonzero(data > 63)
-        reason[np.searchsorted(string_end, bad, side="right")] = 1
-        data[bad] = 0
-    nonempty = lengths > 0
-    last = string_end[nonempty] - 1
-    _flag(reason, np.flatnonzero(nonempty)[data[last] >= 32], 2)
-    data[last] &= 0x1F  # groups never span two strings
-    ends = np.flatnonzero(data < 32)  # the last character of every 5-bit group sequence
-    groups = np.searchsorted(ends, string_end)  # cumulative number of runs at the end of each string
-    groups_per_mask = np.diff(groups, prepend=0)
-    first = groups - groups_per_mask
-    group_len = np.diff(ends, prepend=-1)
-    long_groups = np.flatnonzero(group_len > _MAX_GROUPS)
-    if long_groups.size:
-        _flag(reason, np.searchsorted(groups, long_groups, side="right"), 3)
-    value = (data[ends] & 0x1F).astype(np.int64)
-    # the sign bit of the last group: value - 2**(5 * group length)
-    sign = np.left_shift(np.int64(1), 5 * np.minimum(group_len, _MAX_GROUPS)) * (value >= 16)
-    longer = np.flatnonzero(group_len > 1)
-    for k in range(1, _MAX_GROUPS):  # value = sum of chunk_j << 5j, chunk 0 first; built from the last
-        if not longer.size:
-            break
-        value[longer] = (value[longer] << 5) | (data[ends[longer] - k] & 0x1F)
-        longer = longer[group_len[longer] > k + 1]
-    value -= sign
-    # Run m >= 3 is stored as the difference to run m - 2, so per mask the runs of one local
-    # parity are cumulative sums of their differences (runs 1, 3, 5, ... and runs 2, 4, ...; run 0
-    # stands alone). The groups of one *global* parity hold, mask after mask, one local-parity chain
-    # of each mask: a segmented cumulative sum over each global-parity stream gives the runs.
-    has_runs = groups_per_mask > 0
-    heads = first[has_runs]
-    head_values = value[heads]
-    chain = value
-    chain[heads] = 0  # run 0 is not part of the even chain
-    last_group = groups[has_runs]  # one past each mask's last group
-    masks = np.flatnonzero(has_runs)
-    negative = [masks[head_values < 0]]
-    total = head_values.copy()
-    area = np.zeros(heads.size, dtype=np.int64)
-    for parity in (0, 1):
-        stream = chain[parity::2]
-        begin = heads + ((parity - heads) & 1)  # the mask's first group of this global parity
-        present = begin < last_group
-        starts = (begin[present] - parity) // 2
-        if not starts.size:
-            continue
-        cum = np.cumsum(stream)
-        before = np.zeros(starts.size, dtype=np.int64)
-        before[1:] = cum[starts[1:] - 1]
-        stream = stream.copy()
-        stream[starts[1:]] -= np.diff(before)
-        runs = np.cumsum(stream, out=stream)  # per mask: its runs of this global parity
-        if runs.min() < 0:
-            negative.append(masks[present][np.searchsorted(starts, np.flatnonzero(runs < 0), side="right") - 1])
-        part = np.add.reduceat(runs, starts)
-        total[present] += part
-        odd = (heads[present] & 1) != parity  # local index = global index - head: odd runs are the 1s
-        area[np.flatnonzero(present)[odd]] += part[odd]
-    _flag(reason, np.concatenate(negative), 4)
-    sums[has_runs] = total
-    areas[has_runs] = area
-    return reason, sums, areas
-
-
-def _flag(reason: np.ndarray, masks: np.ndarray, code: int) -> None:
-    """Set ``reason[masks] = code`` where no earlier problem was recorded."""
-    if masks.size:
-        masks = np.unique(masks)
-        masks = masks[reason[masks] == 0]
-        reason[masks] = code
+def describe_problem(code: int, total: int, height: int, width: int) -> Optional[str]:
+    """The one-line problem of a decoded string (a :data:`~crossvis.formats.rle_decode.PROBLEM_CODES`
+    code and the sum of its runs) as an ``height`` × ``width`` mask; None when it is valid."""
+    if code:
+        return PROBLEM_CODES[code]
+    if total != height * width:
+        return (f"compressed RLE counts sum to {total}, not h*w = {height}*{width} = {height * width} "
+                "(truncated or corrupt string)")
+    return None
 
 
 def short_repr(value: Any) -> str:

@@ -61,3 +61,16 @@ def test_workers_give_the_same_metrics_and_a_negative_count_is_refused(capsys):
     proc = subprocess.run([sys.executable, "-m", "crossvis", *ARGS, "--workers", "-1"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "--workers must be >= 0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_process_ends_at_once_with_its_whole_output(tmp_path):
+    """`crossvis evaluate` as a process skips the interpreter's teardown (crossvis.cli.entry): the
+    JSON line and the warnings still come out whole, with the right exit status."""
+    results = json.loads((FIXTURES / "results.json").read_text())
+    results[0]["score"] = 3.0  # a warning on stderr
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    args = [sys.executable, "-m", "crossvis", *ARGS[:-1], str(path), "--json"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) >= {"AP", "AR100"} and "outside [0, 1]" in proc.stderr

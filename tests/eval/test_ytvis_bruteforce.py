@@ -219,18 +219,17 @@ def test_ovis_cases_cover_every_occlusion_bin():
 
 
 def test_parallel_track_ious_match_brute_force(monkeypatch):
-    """With forked workers (thresholds lowered so these small cases fork, for the RLE checks and
-    the track IoUs), the metrics still equal the brute force's, and the workers really ran."""
+    """With forked workers (thresholds lowered so these small cases fork and decode in many small
+    batches), the metrics still equal the brute force's, and the workers really ran."""
     import multiprocessing
 
-    import crossvis.eval.tracks as tracks
+    import crossvis.eval.predictions as predictions
     import crossvis.formats.rle as rle
     import crossvis.parallel as parallel
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork start method on this platform")
-    monkeypatch.setattr(tracks, "PARALLEL_MIN_MASKS", 0)
-    monkeypatch.setattr(rle, "PARALLEL_MIN_CHUNKS", 2)
+    monkeypatch.setattr(predictions, "PARALLEL_MIN_PREDICTIONS", 2)
     monkeypatch.setattr(rle, "_CHUNK_CHARS", 64)
     forked = []
     real_context = multiprocessing.get_context
@@ -247,6 +246,51 @@ def test_parallel_track_ious_match_brute_force(monkeypatch):
             warnings.simplefilter("ignore")
             metrics = YTVISEvaluator(gt, workers=2).evaluate(results)
         assert [metrics[k] for k in METRIC_KEYS] == pytest.approx(stats, abs=1e-9)
-    assert forked == ["fork"] * 4  # per evaluation: the RLE checks, then the IoUs
+    assert forked == ["fork"] * 2  # one pool per evaluation
     with pytest.raises(Exception, match="workers"):
         YTVISEvaluator(make_case(0)[0], workers=0)
+
+
+def test_a_results_file_scored_in_pieces_by_workers(monkeypatch, tmp_path):
+    """Parsed in pieces by forked workers, a results file gives the brute force's metrics; a bad
+    prediction or a NaN in it gives the same error as one process (numbered in the whole file)."""
+    import json
+    import multiprocessing
+
+    import crossvis.eval.predictions as predictions
+    from crossvis.errors import CrossVISError
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    monkeypatch.setattr(predictions, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(predictions, "PARALLEL_MIN_PREDICTIONS", 2)
+    cut, whole = [], []  # what the parent did: cut the text, or parse it whole (the fallback)
+    real_pieces, real_parse = predictions.array_pieces, predictions.parse_json
+    monkeypatch.setattr(predictions, "array_pieces", lambda *a: cut.append(real_pieces(*a)) or cut[-1])
+    monkeypatch.setattr(predictions, "parse_json", lambda *a: whole.append(1) or real_parse(*a))
+    gt, results = make_case(21, n_videos=4, n_categories=3)
+    stats, _ = brute_force_stats(gt, results, False)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics = YTVISEvaluator(gt, workers=2).evaluate(path)
+    assert [metrics[k] for k in METRIC_KEYS] == pytest.approx(stats, abs=1e-9)
+    assert len(cut[0]) == 8 and not whole  # 2 workers x 4 pieces, each parsed by a worker
+
+    def error(text: str, workers: int) -> str:
+        path.write_text(text)
+        with warnings.catch_warnings(), pytest.raises(CrossVISError) as info:
+            warnings.simplefilter("ignore")
+            YTVISEvaluator(gt, workers=workers).evaluate(path)
+        return str(info.value)
+
+    bad = [dict(r) for r in results]
+    frame = next(f for f, s in enumerate(bad[-1]["segmentations"]) if s)
+    bad[-1]["segmentations"] = list(bad[-1]["segmentations"])
+    bad[-1]["segmentations"][frame] = {"size": bad[-1]["segmentations"][frame]["size"], "counts": "0000"}
+    message = error(json.dumps(bad), 2)
+    assert message == error(json.dumps(bad), 1) and f"prediction #{len(bad) - 1} frame {frame}" in message
+    nan = json.dumps(results[:-1] + [{**results[-1], "score": float("nan")}])
+    assert "NaN" in nan and error(nan, 2) == error(nan, 1)
+    assert len(whole) == 4  # each error was found by reading the file whole
