@@ -84,8 +84,8 @@ def prepare_predictions_file(path: str | os.PathLike, gt: GroundTruth, source: s
     pieces = array_pieces(raw, workers * _SLICES_PER_WORKER, _MASK_KEYS) \
         if workers > 1 and len(raw) >= PARALLEL_MIN_BYTES else None
     if pieces:
-        masks = gt.masks()
-        slices = forked_map(lambda k: _score_piece(raw, pieces[k], gt, masks, source), len(pieces), workers)
+        # each worker builds the ground-truth masks its pieces need (results usually come video by video)
+        slices = forked_map(lambda k: _score_piece(raw, pieces[k], gt, None, source), len(pieces), workers)
         if all(part is not None for part in slices):
             offset = 0
             for part in slices:  # number the predictions in the whole file
@@ -104,7 +104,7 @@ PARALLEL_MIN_BYTES = 4 << 20
 _MASK_KEYS = (b"size", b"counts")  # the first key of a mask object (not of a prediction)
 
 
-def _score_piece(raw: bytes, piece: tuple[int, int], gt: GroundTruth, masks: GroundTruthMasks,
+def _score_piece(raw: bytes, piece: tuple[int, int], gt: GroundTruth, masks: Optional[GroundTruthMasks],
                  source: str) -> Optional["_Slice"]:
     """Parse and score the predictions in ``raw[piece[0]:piece[1]]``; None if it does not parse, is
     not a list of predictions or holds a bad one (the caller then reads the whole file)."""
@@ -159,10 +159,11 @@ class _Slice:
     rle_error: Optional[CrossVISError] = None
 
 
-def _score_slice(results: list, start: int, stop: int, gt: GroundTruth, masks: GroundTruthMasks,
+def _score_slice(results: list, start: int, stop: int, gt: GroundTruth, masks: Optional[GroundTruthMasks],
                  source: str) -> _Slice:
     """Validate predictions ``results[start:stop]``, decode their masks and intersect them with the
-    ground truth (see the module docstring)."""
+    ground truth (see the module docstring); ``masks`` None: those of the groups these predictions
+    need (all of ``gt.masks()`` when that is most of them)."""
     out = _Slice()
     try:
         scanned = scan_results(results, source, gt.frame_counts, start, stop)
@@ -171,6 +172,10 @@ def _score_slice(results: list, start: int, stop: int, gt: GroundTruth, masks: G
         return out
     entries = out.entries = scanned.entries
     out.wrong_length, out.out_of_range = scanned.wrong_length, scanned.out_of_range
+    if masks is None:
+        needed = {key for key in ((e.video_id, e.category_id) for e in entries) if key in gt.tracks}
+        masks = gt.masks() if 2 * len(needed) > len(gt.tracks) else GroundTruthMasks(
+            {key: tracks for key, tracks in gt.tracks.items() if key in needed})
     # Per entry: its frames in one flat array (areas, presence) and its ground-truth group's row of
     # overlaps in another.
     frames = np.array([len(e.segmentations) for e in entries], dtype=np.int64)
