@@ -92,14 +92,15 @@ def aligned_bilinear_above(x: Tensor, factor: int, threshold: float) -> Tensor:
         raise ValueError(f"aligned_bilinear_above expects [N, 1, h, w], got shape {tuple(x.shape)}")
     n, _, h, w = x.shape
     f = int(factor)
-    padded = F.pad(x[:, 0], (0, 1, 0, 1), mode="replicate").contiguous()  # [N, h + 1, w + 1]
+    padded = F.pad(x[:, 0], (0, 1, 0, 1), mode="replicate")  # [N, h + 1, w + 1], contiguous
     a, b = padded[:, :-1, :-1], padded[:, :-1, 1:]                # top-left, top-right corners
     c, d = padded[:, 1:, :-1], padded[:, 1:, 1:]                  # bottom-left, bottom-right
     low = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
     high = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
     above = low > threshold + CELL_MARGIN                          # [N, h, w] wholly above
     boundary = (high >= threshold - CELL_MARGIN) & ~above          # neither wholly above nor below
-    if f == 1 or boundary.sum() > MAX_BOUNDARY_FRACTION * boundary.numel():
+    where = boundary.reshape(-1).nonzero().squeeze(1)
+    if f == 1 or where.numel() > MAX_BOUNDARY_FRACTION * boundary.numel():
         # a map of noise rather than of objects: interpolating every pixel is cheaper then
         return aligned_bilinear_unshifted(x, f)[:, 0, : f * h, : f * w] > threshold
     # One row of a cell (f bools) is written as one f-byte integer where such a type exists (the
@@ -108,7 +109,6 @@ def aligned_bilinear_above(x: Tensor, factor: int, threshold: float) -> Tensor:
     width = f if word == torch.uint8 else 1
     fill = above.to(word) * _ones_word(word)                       # a cell row of True or False
     cells = fill[:, :, None, :, None].expand(n, h, f, w, width).contiguous()  # [N, h, f, w, width]
-    where = boundary.reshape(-1).nonzero().squeeze(1)
     if where.numel():
         # corners of the K boundary cells, by flat index into the padded map
         image, rest = where // (h * w), where % (h * w)

@@ -6,7 +6,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from crossvis.models.nms import batched_nms
 
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations

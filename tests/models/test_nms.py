@@ -1,0 +1,32 @@
+"""crossvis.models.nms.batched_nms gives torchvision's batched_nms result, ties included."""
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings, strategies as st
+from torchvision.ops import batched_nms as torchvision_batched_nms
+
+from crossvis.models.nms import VANILLA_ABOVE, batched_nms
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 2500), st.integers(1, 12), st.sampled_from([0.3, 0.5, 0.7]), st.booleans(),
+       st.integers(0, 2 ** 31 - 1))
+def test_the_same_boxes_kept_in_the_same_order(n, classes, threshold, ties, seed):
+    g = torch.Generator().manual_seed(seed)
+    corner = torch.rand(n, 2, generator=g) * 200
+    boxes = torch.cat([corner, corner + torch.rand(n, 2, generator=g) * 60 + 0.5], dim=1)
+    scores = torch.rand(n, generator=g)
+    if ties:  # many equal scores: the order among them must come out the same too
+        scores = (scores * 10).round() / 10
+    labels = torch.randint(0, classes, (n,), generator=g)
+    assert torch.equal(batched_nms(boxes, scores, labels, threshold),
+                       torchvision_batched_nms(boxes, scores, labels, threshold))
+
+
+def test_both_paths_are_exercised():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [0.0, 0.0, 10.0, 10.0]])
+    scores, labels = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1])
+    assert batched_nms(boxes, scores, labels, 0.5).tolist() == [0, 2]  # few boxes: torchvision's own call
+    many = boxes.repeat(VANILLA_ABOVE, 1) + torch.arange(3 * VANILLA_ABOVE)[:, None].float() * 20
+    kept = batched_nms(many, scores.repeat(VANILLA_ABOVE), labels.repeat(VANILLA_ABOVE), 0.5)
+    assert torch.equal(kept, torchvision_batched_nms(many, scores.repeat(VANILLA_ABOVE), labels.repeat(VANILLA_ABOVE), 0.5))
