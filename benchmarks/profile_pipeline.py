@@ -38,7 +38,7 @@ import benchlib as bench  # noqa: E402
 
 def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
     """Median milliseconds per stage (see the module docstring)."""
-    from torchvision.ops import batched_nms
+    from crossvis.models.nms import batched_nms
 
     from crossvis.deploy.convert import official_recipe
     from crossvis.inference.predictor import OnlinePredictor, build_tracker
