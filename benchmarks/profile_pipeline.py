@@ -45,6 +45,7 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
     from crossvis.models.postprocess import _gather_by_level
     from crossvis.structures import FrameDetections, TrackedInstances
 
+    torch.manual_seed(0)  # the same random model at every thread count
     model = bench.crossvis_model(arch, detections)
     predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu")
     pp, net = model.postprocessor, model.network
