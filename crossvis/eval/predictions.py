@@ -10,6 +10,7 @@ predictions, which forked workers can score in parallel; the result does not dep
 """
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -80,23 +81,25 @@ def prepare_predictions_file(path: str | os.PathLike, gt: GroundTruth, source: s
     file is read again as a whole (which gives the error messages, numbered in the whole file).
     """
     raw = map_file(path, "results file") if workers > 1 else read_bytes(path, "results file")
-    path = os.fspath(path)
-    pieces = array_pieces(raw, workers * _SLICES_PER_WORKER, _MASK_KEYS) \
-        if workers > 1 and len(raw) >= PARALLEL_MIN_BYTES else None
-    if pieces:
-        # each worker builds the ground-truth masks its pieces need (results usually come video by video)
-        slices = forked_map(lambda k: _score_piece(raw, pieces[k], gt, None, source), len(pieces), workers)
-        if all(part is not None for part in slices):
-            offset = 0
-            for part in slices:  # number the predictions in the whole file
-                for entry in part.entries:
-                    entry.index += offset
-                offset += len(part.entries)
-            if offset or allow_empty:
+    try:
+        pieces = array_pieces(raw, workers * _SLICES_PER_WORKER, _MASK_KEYS) \
+            if workers > 1 and len(raw) >= PARALLEL_MIN_BYTES else None
+        if pieces:
+            # each worker builds the ground-truth masks its pieces need (results usually come video by video)
+            slices = forked_map(lambda k: _score_piece(raw, pieces[k], gt, None, source), len(pieces), workers)
+            if all(part is not None for part in slices):
+                offset = 0
+                for part in slices:  # number the predictions in the whole file
+                    for entry in part.entries:
+                        entry.index += offset
+                    offset += len(part.entries)
                 return _tracks(slices, gt, source, exact_length)
-    if not isinstance(raw, bytes):
-        raw = raw[:]
-    return prepare_predictions(parse_json(raw, path, "results file"), gt, source, allow_empty, exact_length, workers)
+        text = raw if isinstance(raw, bytes) else raw[:]
+    finally:
+        if isinstance(raw, mmap.mmap):
+            raw.close()
+    return prepare_predictions(parse_json(text, os.fspath(path), "results file"), gt, source, allow_empty,
+                               exact_length, workers)
 
 
 #: Below this many bytes a results file is parsed in one piece.
@@ -122,7 +125,7 @@ def _tracks(slices: list["_Slice"], gt: GroundTruth, source: str, exact_length: 
     offsets = np.cumsum([0] + [len(part.entries) for part in slices])
     report_results(source, entries, [int(o) + i for part, o in zip(slices, offsets) for i in part.wrong_length],
                    [int(o) + i for part, o in zip(slices, offsets) for i in part.out_of_range],
-                   gt.frame_counts, exact_length)
+                   gt.frame_counts, exact_length, stacklevel=5)
     categories = set(gt.category_ids)
     grouped: dict[tuple, list[Track]] = {}
     dropped = 0

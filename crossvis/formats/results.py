@@ -168,9 +168,10 @@ def rle_error(source: str, entry: ResultEntry, frame: int, problem: str) -> Cros
 
 
 def report_results(source: str, entries: list[ResultEntry], wrong_length: list[int], out_of_range: list[int],
-                   frame_counts: Optional[Mapping[Any, int]], exact_length: bool) -> None:
+                   frame_counts: Optional[Mapping[Any, int]], exact_length: bool, stacklevel: int = 3) -> None:
     """Raise (``exact_length``) or warn about frame counts that differ from the video's, and warn
-    about scores outside [0, 1]; ``wrong_length`` and ``out_of_range`` index ``entries``."""
+    about scores outside [0, 1]; ``wrong_length`` and ``out_of_range`` index ``entries``
+    (``stacklevel``: the warnings' frame, counted from this function)."""
     if wrong_length:
         first = entries[wrong_length[0]]
         message = (f"{source}: prediction #{first.index} (video_id {first.video_id!r}) has {len(first.segmentations)} "
@@ -179,12 +180,12 @@ def report_results(source: str, entries: list[ResultEntry], wrong_length: list[i
             raise CrossVISError(f"{message}; the OVIS evaluation needs one entry per frame (null where absent)")
         more = f" (and {len(wrong_length) - 1} more predictions)" if len(wrong_length) > 1 else ""
         warnings.warn(f"{message}{more}; they are scored over the shorter of the two lists as in the official "
-                      "evaluation - write one entry per frame (null where absent)", stacklevel=3)
+                      "evaluation - write one entry per frame (null where absent)", stacklevel=stacklevel)
     if out_of_range:
         first = entries[out_of_range[0]]
         more = f" (and {len(out_of_range) - 1} more)" if len(out_of_range) > 1 else ""
         warnings.warn(f"{source}: prediction #{first.index} has score {first.score!r} outside [0, 1]{more}; "
-                      "scores only rank the predictions (as in the official evaluation)", stacklevel=3)
+                      "scores only rank the predictions (as in the official evaluation)", stacklevel=stacklevel)
 
 
 def _entry(res: Any, n: int, source: str, frame_counts: Optional[Mapping[Any, int]]) -> ResultEntry:
