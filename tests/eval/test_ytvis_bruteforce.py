@@ -294,3 +294,30 @@ def test_a_results_file_scored_in_pieces_by_workers(monkeypatch, tmp_path):
     nan = json.dumps(results[:-1] + [{**results[-1], "score": float("nan")}])
     assert "NaN" in nan and error(nan, 2) == error(nan, 1)
     assert len(whole) == 4  # each error was found by reading the file whole
+
+
+def test_an_ovis_results_file_scored_in_pieces(monkeypatch, tmp_path):
+    """The OVIS protocol through the pieces path: the brute force's 18 metrics, and a frame count
+    that differs from the video's is an error numbered in the whole file."""
+    import json
+    import multiprocessing
+
+    import crossvis.eval.predictions as predictions
+    from crossvis.errors import CrossVISError
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    monkeypatch.setattr(predictions, "PARALLEL_MIN_BYTES", 0)
+    gt, results = make_ovis_case(5, n_videos=4)
+    stats, _ = brute_force_stats(gt, results, True)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results, indent=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics = YTVISEvaluator(gt, protocol="ovis", workers=2).evaluate(path)
+    assert [metrics[k] for k in OVIS_METRIC_KEYS] == pytest.approx(stats, abs=1e-9)
+    short = [dict(r) for r in results]
+    short[-1]["segmentations"] = short[-1]["segmentations"][:-1]
+    path.write_text(json.dumps(short))
+    with pytest.raises(CrossVISError, match=f"prediction #{len(short) - 1} .* the OVIS evaluation needs"):
+        YTVISEvaluator(gt, protocol="ovis", workers=2).evaluate(path)

@@ -18,9 +18,10 @@ prediction = st.fixed_dictionaries({"video_id": st.integers(1, 9), "score": st.f
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(prediction, min_size=1, max_size=12), st.integers(2, 6), st.booleans())
-def test_pieces_that_parse_are_exactly_the_elements(results, parts, compact):
-    raw = json.dumps(results, separators=(",", ":") if compact else None, indent=None).encode()
+@given(st.lists(prediction, min_size=1, max_size=12), st.integers(2, 6), st.sampled_from(["default", "compact", "indent"]))
+def test_pieces_that_parse_are_exactly_the_elements(results, parts, layout):
+    raw = json.dumps(results, separators=(",", ":") if layout == "compact" else None,
+                     indent=2 if layout == "indent" else None).encode()
     pieces = array_pieces(raw, parts, KEYS)
     if pieces is None:
         return
@@ -38,11 +39,11 @@ def test_pieces_that_parse_are_exactly_the_elements(results, parts, compact):
                                                                                        min_size=1)})))}),
                 min_size=8, max_size=30), st.integers(2, 4))
 def test_a_results_file_is_cut_between_predictions(results, parts):
-    """On results files as json.dump writes them, the cuts land between predictions."""
-    raw = json.dumps(results).encode()
-    pieces = array_pieces(raw, parts, KEYS)
-    assert pieces is not None
-    assert [p for a, b in pieces for p in orjson.loads(b"[" + raw[a:b] + b"]")] == results
+    """On results files as json.dump writes them (also indented), the cuts land between predictions."""
+    for raw in (json.dumps(results).encode(), json.dumps(results, indent=1).encode()):
+        pieces = array_pieces(raw, parts, KEYS)
+        assert pieces is not None
+        assert [p for a, b in pieces for p in orjson.loads(b"[" + raw[a:b] + b"]")] == results
 
 
 def test_not_an_array_of_objects():
