@@ -18,6 +18,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from crossvis.atomic import atomic_write
 from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import CrossVISError, FrameDetections
 
@@ -116,18 +117,19 @@ def export_network(model: nn.Module, output: Union[str, Path], fmt: str = "torch
     flat = FlatNetwork(model).eval()
     example = (torch.zeros(1, 3, height, width, device=model.device),)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    # the file is written all-or-nothing (crossvis.atomic): an interrupted export leaves no half file
     if fmt == "torch-export":
         with torch.no_grad():
             program = torch.export.export(flat, example)
-        torch.export.save(program, str(output))
+        atomic_write(output, lambda fh: torch.export.save(program, fh))
     elif fmt == "onnx":
         if not onnx_available():
             raise CrossVISError("ONNX export needs the 'onnx' package (pip install onnx); "
                                 "or use --format torch-export")
         with torch.no_grad():
-            torch.onnx.export(flat, example, str(output), input_names=["images"], output_names=flat.names,
-                              opset_version=17, dynamo=False)
+            atomic_write(output, lambda fh: torch.onnx.export(flat, example, fh, input_names=["images"],
+                                                              output_names=flat.names, opset_version=17,
+                                                              dynamo=False))
     else:
         raise CrossVISError(f"unknown export format {fmt!r}; use torch-export or onnx")
     return output

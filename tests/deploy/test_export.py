@@ -83,6 +83,22 @@ def test_export_errors(model_and_ckpt, tmp_path):
         load_exported(tmp_path / "junk.pt2")
 
 
+def test_an_interrupted_export_leaves_the_old_file_whole(model_and_ckpt, tmp_path, monkeypatch):
+    """The exported file is written all-or-nothing: a failure half-way keeps what was there."""
+    model, _ = model_and_ckpt
+    target = tmp_path / "net.pt2"
+    target.write_bytes(b"the previous export")
+
+    def half_written(program, f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch.export, "save", half_written)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_network(model, target, height=64, width=96)
+    assert target.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["net.pt2"]
+
+
 def test_onnx_export_or_clear_error(model_and_ckpt, tmp_path):
     model, _ = model_and_ckpt
     if not onnx_available():
