@@ -3,7 +3,7 @@
 The workers are forked from the calling process, so they inherit ``function`` and everything it
 reads (parsed JSON, decoded tracks) without pickling; only the indices go out and the results come
 back. Used where the work is large, pure Python/NumPy and split into independent items: the RLE
-checks of a results file and the track IoUs of the evaluator. Where ``fork`` is unavailable
+checks of a results file and the evaluator's scoring of results pieces. Where ``fork`` is unavailable
 (Windows, macOS's default), or for one worker, the map runs in the calling process; the results
 are identical either way.
 """

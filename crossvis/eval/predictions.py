@@ -199,11 +199,13 @@ def _score_slice(results: list, start: int, stop: int, gt: GroundTruth, masks: O
         string_of = np.array([unique.setdefault((c, s[0], s[1]), len(unique))
                               for c, s in zip(scanned.counts, scanned.sizes)], dtype=np.int64)
         keys = list(unique)
-        pairs = _pairs(masks, group[entry_of], frame_of, string_of, keys)
+        heights = np.array([k[1] for k in keys], dtype=np.int64)
+        widths = np.array([k[2] for k in keys], dtype=np.int64)
+        pairs = _pairs(masks, group[entry_of], frame_of, string_of, heights, widths)
         cell = row[entry_of[pairs.mask]] + pairs.track  # where each pair's value is summed
         if not pairs.same.all():
             mismatch[np.unique(entry_of[pairs.mask[~pairs.same]])] = True
-        string_areas, values, bad = _decode_and_intersect(keys, pairs, masks)
+        string_areas, values, bad = _decode_and_intersect(keys, heights, widths, pairs, masks)
         if bad is not None:
             k = int(np.flatnonzero(string_of == bad[0])[0])  # the string's first use
             out.rle_error = rle_error(source, entries[entry_of[k]], int(frame_of[k]), bad[1])
@@ -244,9 +246,9 @@ class _Pairs:
 
 
 def _pairs(masks: GroundTruthMasks, group: np.ndarray, frame: np.ndarray, string_of: np.ndarray,
-           keys: list[tuple]) -> _Pairs:
+           heights: np.ndarray, widths: np.ndarray) -> _Pairs:
     """The pairs of predicted masks (their group, frame and string, int64 [N] each) with the
-    ground-truth masks; ``keys`` are the distinct (string, h, w)."""
+    ground-truth masks; ``heights``/``widths``: int64 [S], the size of each distinct string."""
     per_mask = np.where(frame < masks.frames_in[group], masks.tracks_in[group], 0)
     first = np.cumsum(per_mask) - per_mask
     mask = np.repeat(np.arange(per_mask.size), per_mask)
@@ -256,8 +258,6 @@ def _pairs(masks: GroundTruthMasks, group: np.ndarray, frame: np.ndarray, string
     both = truth >= 0  # the ground truth has a mask in that frame
     mask, track, truth = mask[both], track[both], truth[both]
     string = string_of[mask]
-    heights = np.array([k[1] for k in keys], dtype=np.int64)
-    widths = np.array([k[2] for k in keys], dtype=np.int64)
     same = (heights[string] == masks.table.height[truth]) & (widths[string] == masks.table.width[truth])
     code = string[same] * len(masks.table) + truth[same]
     distinct, distinct_of = np.unique(code, return_inverse=True)
@@ -265,18 +265,16 @@ def _pairs(masks: GroundTruthMasks, group: np.ndarray, frame: np.ndarray, string
                   distinct_of)
 
 
-def _decode_and_intersect(keys: list[tuple], pairs: _Pairs, masks: GroundTruthMasks
-                          ) -> tuple[np.ndarray, np.ndarray, Optional[tuple[int, str]]]:
-    """Decode the distinct strings ``keys`` ((string, h, w)) in cache-sized batches and intersect
-    each with the ground-truth masks of its pairs.
+def _decode_and_intersect(keys: list[tuple], heights: np.ndarray, widths: np.ndarray, pairs: _Pairs,
+                          masks: GroundTruthMasks) -> tuple[np.ndarray, np.ndarray, Optional[tuple[int, str]]]:
+    """Decode the distinct strings ``keys`` ((string, h, w); their sizes ``heights``/``widths``) in
+    cache-sized batches and intersect each with the ground-truth masks of its pairs.
 
     Returns:
         ``(areas, values, bad)``: int64 [len(keys)] areas, int64 [distinct pairs] intersections,
         and for the first invalid string (index, problem), else None (the rest is then not decoded).
     """
     lengths = np.array([len(k[0]) for k in keys], dtype=np.int64)
-    heights = np.array([k[1] for k in keys], dtype=np.int64)
-    widths = np.array([k[2] for k in keys], dtype=np.int64)
     areas = np.zeros(len(keys), dtype=np.int64)
     values = np.zeros(pairs.distinct_string.size, dtype=np.int64)
     wanted = np.zeros(len(keys), dtype=bool)
