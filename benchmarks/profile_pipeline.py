@@ -1,11 +1,14 @@
 """Where the online pipeline spends its time beyond the network, per frame, at a fixed detection count.
 
     python benchmarks/profile_pipeline.py [--arch r50] [--threads 1,2] [--frames 3] [--detections 100]
+        [--backend fp32-fused]
 
 Stages (medians over ``--frames`` frames after one warm-up, random-weight model held at
 ``--detections`` per frame, 360×640 frames, fp32):
 
-* ``network``: ``model.network(batch, dense=False)``;
+* ``network``: ``model.network(batch, dense=False)`` run by ``--backend``
+  (:mod:`crossvis.inference.backends`; default ``fp32-fused`` where it is available, else
+  ``fp32``), whose output layout the post-processing then reads, as in the pipeline;
 * ``candidates+nms``: thresholding, per-level top-k, box decoding, ``batched_nms``;
 * ``gather``: controller parameters and embeddings computed at the kept locations;
 * ``tracker``: ``tracker.update`` (embedding similarity, assignment);
@@ -36,11 +39,12 @@ if "crossvis" not in sys.modules:
 import benchlib as bench  # noqa: E402
 
 
-def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
+def profile(arch: str, frames: list, detections: int, backend: str) -> dict[str, float]:
     """Median milliseconds per stage (see the module docstring)."""
     from crossvis.models.nms import batched_nms
 
     from crossvis.deploy.convert import official_recipe
+    from crossvis.inference.backends import build_backend
     from crossvis.inference.predictor import OnlinePredictor, build_tracker
     from crossvis.models.postprocess import _gather_by_level
     from crossvis.structures import FrameDetections, TrackedInstances
@@ -58,17 +62,21 @@ def profile(arch: str, frames: list, detections: int) -> dict[str, float]:
         samples.setdefault(stage, []).append((time.perf_counter() - start) * 1000.0)
         return value
 
+    runner = None
     for index, frame in enumerate(frames):
         image = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
         with torch.inference_mode():
             batch, sizes = model.preprocessor.batch([model.preprocessor.resize_for_test(image)])
-            out = timed("network", lambda: net(batch, dense=False))
+        if runner is None:
+            runner = build_backend(backend, model, [batch])
+        with torch.inference_mode():
+            out = timed("network", lambda: runner(batch))
             (h, w), (oh, ow) = sizes[0], tuple(image.shape[-2:])
 
             def candidates():
                 c = pp._candidates(out, 0)
                 c = c._asdict() if hasattr(c, "_asdict") else c  # a Candidates named tuple
-                keep = batched_nms(c["boxes"], c["scores"], c["labels"], pp.nms_threshold)[: pp.max_detections]
+                keep = batched_nms(c["boxes"], c["scores"], c["labels"], pp.nms_threshold, pp.max_detections)
                 return {k: v[keep] for k, v in c.items()}
             c = timed("candidates+nms", candidates)
             gathered = timed("gather", lambda: (
@@ -108,18 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--detections", type=int, default=100)
+    parser.add_argument("--backend", default=None, help="network backend (default: fp32-fused, else fp32)")
     args = parser.parse_args(argv)
+    from crossvis.inference.backends import backend_unavailable
+
+    backend = args.backend or ("fp32" if backend_unavailable("fp32-fused", torch.device("cpu")) else "fp32-fused")
     import os
 
-    print(f"cpu: {cpu_model()}; torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
+    from crossvis.inference.allocator import keep_freed_memory
+
+    allocator = "freed memory kept (crossvis.inference.allocator)" if keep_freed_memory() else "allocator as is"
+    print(f"cpu: {cpu_model()}; torch {torch.__version__}; {allocator}; load average {os.getloadavg()[0]:.2f}")
     frames = bench.synthetic_frames(args.frames + 1)
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        stages = profile(args.arch, frames, args.detections)
+        stages = profile(args.arch, frames, args.detections, backend)
         network = stages.pop("network")
         kept = stages.pop("kept")
         overhead = sum(stages.values())
-        print(f"\n{args.arch}, {threads} thread(s), {args.detections} detections: network {network:.1f} ms, "
+        print(f"\n{args.arch}, {threads} thread(s), {args.detections} detections: network ({backend}) {network:.1f} ms, "
               f"overhead {overhead:.1f} ms = {100 * overhead / network:.1f}% of the network "
               f"({kept:.0f} detections kept by the tracker)")
         for stage, ms in stages.items():

@@ -7,7 +7,6 @@ The results equal the dense convolution read at those locations up to float summ
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["gather_locations", "conv2d_at_locations"]
@@ -49,14 +48,15 @@ def conv2d_at_locations(conv: nn.Conv2d, feature: Tensor, index: Tensor) -> Tens
     if k == 1:
         patches = gather_locations(feature, index)
     else:
-        width = feature.shape[-1]
-        pad = k // 2
-        padded = F.pad(feature, (pad, pad, pad, pad))
-        offsets = torch.arange(k, device=index.device)
-        rows = (index // width)[:, None] + offsets          # [K, k], in padded coordinates
+        # the k×k neighbourhood of each location, read in place (no padded copy of the map, which
+        # may be channels-last): taps outside the map read a clamped pixel and are zeroed after
+        height, width = feature.shape[-2:]
+        offsets = torch.arange(k, device=index.device) - k // 2
+        rows = (index // width)[:, None] + offsets          # [K, k]
         cols = (index % width)[:, None] + offsets
-        patches = padded[:, rows[:, :, None], cols[:, None, :]]   # [C, K, k, k]
-        patches = patches.permute(1, 0, 2, 3).reshape(index.numel(), weight.shape[1])
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+        patches = feature[:, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]]
+        patches = (patches * inside).permute(1, 0, 2, 3).reshape(index.numel(), weight.shape[1])
     if conv.bias is None:
         return patches @ weight.t()
     return torch.addmm(conv.bias, patches, weight.t())

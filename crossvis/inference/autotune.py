@@ -55,8 +55,8 @@ logger = logging.getLogger(__name__)
 #: quantize the network: ~15 s each for an R-50 on 2 cores). ``compile`` / ``compile-bf16`` / ``int8``
 #: (Inductor code generation: minutes for an R-50 on a small machine) are tried when listed in
 #: ``inference.candidates`` or pinned.
-DEFAULT_CANDIDATES = ("fp32", "fp32-cl", "bf16", "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8",
-                      "openvino-int8")
+DEFAULT_CANDIDATES = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "onnxruntime", "openvino",
+                      "openvino-bf16", "onnxruntime-int8", "openvino-int8")
 _CACHE_VERSION = 1
 
 
@@ -368,9 +368,10 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
     return TuneResult(built[best], "measured", list(reports.values()))
 
 
-#: the default (non-fast) path: float32 only, contiguous or channels-last as measured here; no
-#: accuracy guard (both are float32, equal up to summation order); one timed frame, three rounds
-FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl",), min_mask_iou=0.0, tune_frames=1, rounds=3)
+#: the default (non-fast) path: float32 only, contiguous, channels-last or fused as measured here;
+#: no accuracy guard (all are float32, equal up to summation order); one timed frame, three rounds
+FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl", "fp32-fused"), min_mask_iou=0.0, tune_frames=1,
+                                rounds=3)
 
 
 def default_runner(model: nn.Module) -> Optional["TunedInference"]:

@@ -3,8 +3,9 @@
 A *backend* turns a normalised padded float32 batch [B, 3, H, W] into the outputs of
 ``model.network(batch, dense=False)`` — per-level lists ``cls_logits`` [B, C, h, w], ``bbox_reg``
 [B, 4, h, w], ``ctrness`` [B, 1, h, w], ``bbox_features`` [B, F, h, w], optionally
-``embed_features`` [B, F, h, w], and ``mask_feats`` [B, 8, H/8, W/8] — as contiguous float32
-tensors. The model's own float32 post-processor then runs on them unchanged (dynamic filters and
+``embed_features`` [B, F, h, w], and ``mask_feats`` [B, 8, H/8, W/8] — as float32 tensors
+(``mask_feats`` contiguous; the per-level maps in the layout the backend made them, e.g.
+channels-last, which the post-processor reads in place). The model's own float32 post-processor then runs on them unchanged (dynamic filters and
 embeddings computed at the kept locations by ``model.network.at_locations``), so every decision at
 a threshold is taken in float32 whatever the network ran in.
 
@@ -13,10 +14,15 @@ Backends (:data:`BACKENDS`; which is fastest depends on the CPU, so
 
 * ``fp32``: eager float32, the reference;
 * ``fp32-cl``: eager float32, channels-last weights and input (oneDNN NHWC kernels);
+* ``fp32-fused``: channels-last float32 with every convolution a oneDNN call whose weight is packed
+  once and whose ReLU (and a residual block's sum) runs in the same pass
+  (:mod:`crossvis.inference.fused`; same numbers up to summation order);
 * the eager and compiled torch backends run a copy of the network whose batch norms are folded
   into the convolutions before them (:mod:`crossvis.inference.fold`; same numbers up to rounding);
 * ``bf16``: bfloat16 autocast + channels-last (fast only where the CPU has native bf16: AVX512-BF16
   or AMX; GroupNorm runs in float32 under autocast);
+* ``bf16-fused``: the network converted to bfloat16 as a whole (GroupNorm included) and fused as
+  ``fp32-fused``; no per-call casts of weights, so faster than ``bf16`` where bf16 is native;
 * ``compile``, ``compile-bf16``: ``torch.compile`` (Inductor) with weight freezing, float32 or bf16
   autocast; needs a C++ compiler; compiled once per input shape;
 * ``int8``: post-training static quantization (x86 oneDNN, per-channel weights) of the backbone,
@@ -59,7 +65,7 @@ __all__ = ["BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailabl
 logger = logging.getLogger(__name__)
 
 #: every backend name, in the order they are tried (fp32 first: the reference)
-BACKENDS = ("fp32", "fp32-cl", "bf16", "compile", "compile-bf16", "int8", "onnxruntime", "openvino",
+BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "compile", "compile-bf16", "int8", "onnxruntime", "openvino",
             "openvino-bf16", "onnxruntime-int8", "openvino-int8")
 
 class TowerFlatNetwork(FlatNetwork):
@@ -91,11 +97,18 @@ def _field(outputs: Any, name: str) -> Any:
 
 
 def _as_float(outputs: Any) -> Any:
+    """The outputs in float32; ``mask_feats`` contiguous (the mask head reads it row-major).
+
+    The per-level maps keep the backend's layout: the post-processor reads them at a few hundred
+    locations, and copying every channels-last map to contiguous cost ~2 ms a frame (R-50, 360×640).
+    """
     def cast(t: Tensor) -> Tensor:
-        return t.float().contiguous()
+        return t.float()
     if hasattr(outputs, "map"):
-        return outputs.map(cast)
-    return {k: [cast(t) for t in v] if isinstance(v, list) else cast(v) for k, v in outputs.items()}
+        outputs = outputs.map(cast)
+        outputs.mask_feats = outputs.mask_feats.contiguous()
+        return outputs
+    return {k: [cast(t) for t in v] if isinstance(v, list) else cast(v).contiguous() for k, v in outputs.items()}
 
 
 class NetworkBackend:
@@ -155,6 +168,13 @@ def _cpu_bf16() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def _fusion_unavailable(device_type: str) -> Optional[str]:
+    from crossvis.inference.fused import fusion_unavailable
+
+    return fusion_unavailable(torch.device(device_type))
+
+
 def backend_unavailable(name: str, device: torch.device) -> Optional[str]:
     """Why backend ``name`` cannot run on ``device`` here, or None when it can.
 
@@ -164,7 +184,11 @@ def backend_unavailable(name: str, device: torch.device) -> Optional[str]:
     if name not in BACKENDS:
         raise CrossVISError(f"inference.backend {name!r} is unknown; use auto or one of {', '.join(BACKENDS)}")
     cpu = device.type == "cpu"
-    if name in ("bf16", "compile-bf16") and cpu and not _cpu_bf16():
+    if name.endswith("-fused"):
+        why = _fusion_unavailable(device.type)
+        if why is not None:
+            return why
+    if name in ("bf16", "bf16-fused", "compile-bf16") and cpu and not _cpu_bf16():
         return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
     if name.startswith("compile") and cpu and not _has_compiler():
         return "torch.compile needs a C++ compiler (g++ or clang++)"
@@ -219,6 +243,8 @@ def build_backend(name: str, model: nn.Module, calibration: Sequence[Tensor] = (
         network = _folded_network(model).to(memory_format=torch.channels_last)
         dtype = torch.bfloat16 if name == "bf16" else None
         return NetworkBackend(name, _eager(network, model.device, dtype), channels_last=True)
+    if name.endswith("-fused"):
+        return _fused(name, model, calibration)
     if name.startswith("compile"):
         return _compiled(name, model)
     if name == "int8":
@@ -244,6 +270,25 @@ def _eager(network: nn.Module, device: torch.device, dtype: Optional[torch.dtype
         with _autocast(device, dtype):
             return network(batch, dense=False)
     return run
+
+
+def _fused(name: str, model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend:
+    """The folded channels-last network with fused oneDNN convolutions, in float32 or bfloat16.
+
+    The weights are packed for the input sizes the first calibration batch produces (a
+    1×3×384×640 batch without one); other sizes run too.
+    """
+    from crossvis.inference.fused import fuse_for_inference
+
+    dtype = torch.bfloat16 if name == "bf16-fused" else torch.float32
+    network = _folded_network(model).to(memory_format=torch.channels_last).to(dtype)
+    example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)
+    example = example.to(model.device, dtype).contiguous(memory_format=torch.channels_last)
+    network = fuse_for_inference(network, lambda n: n(example, dense=False), dtype)
+
+    def run(batch: Tensor) -> Any:
+        return network(batch.to(dtype), dense=False)
+    return NetworkBackend(name, run, channels_last=True)
 
 
 def _compiled(name: str, model: nn.Module) -> NetworkBackend:

@@ -170,11 +170,13 @@ class Predictor(OnlinePredictor):
             raise CrossVISError(f"Predictor: recipe must be a path or a mapping, got {type(recipe).__name__}")
         self.recipe = load_recipe(recipe)
         from crossvis.recipes.sections import section
+        from crossvis.inference.allocator import keep_freed_memory
         from crossvis.threads import configure_threads
 
         # runtime.num_threads (0: the physical cores this process may use that other processes
         # leave free; oversubscribed cores make CPU inference many times slower)
         self.num_threads = configure_threads(section(self.recipe, "runtime").num_threads, load_aware=True)
+        keep_freed_memory()   # no page faults for the same large maps at every frame (allocator.py)
         device = torch.device(device if device is not None else _recipe_device(self.recipe))
         ckpt = _read_checkpoint(checkpoint) if checkpoint is not None else None
         categories = recipe_categories(self.recipe)

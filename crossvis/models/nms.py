@@ -7,10 +7,22 @@ keeps its boxes in their original order) and calls ``nms`` on contiguous slices:
 call sees exactly the boxes and scores, in the same order, that torchvision's loop gives it, and
 the kept indices are ordered by the same final sort, so the result is identical. Where torchvision
 uses its coordinate-offset trick instead (few boxes, or not on the CPU), it is called as is.
+
+With ``max_keep`` (a post-processor keeps only its ``max_detections`` best), the suppression
+stops early: greedy NMS decides a box from the boxes that score higher than it alone, so running
+it on the highest-scoring boxes only (all boxes scoring at least the k-th highest score, ties
+included, in their original order) gives exactly the decisions the full run takes for them, and
+once ``max_keep`` of them survive, no lower-scoring box can enter the first ``max_keep``. k
+starts at 4 × ``max_keep`` and grows ×4 until that holds (at the random-weight benchmark's 4,600
+candidates over 40 classes: 4.7 ms → ~1 ms per frame). Equal scores among the survivors fall back
+to the full run: the order among them is that of the full run's (unstable) final sort, which a
+shorter array does not reproduce.
 """
 from __future__ import annotations
 
 import torch
+from typing import Optional
+
 from torch import Tensor
 from torchvision.ops import batched_nms as _torchvision_batched_nms
 from torchvision.ops import nms
@@ -21,17 +33,37 @@ __all__ = ["batched_nms"]
 VANILLA_ABOVE = 4000
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    """``torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)`` (see the module docstring).
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
+                max_keep: Optional[int] = None) -> Tensor:
+    """``torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)[:max_keep]`` (see the module docstring).
 
     Args:
         boxes: float [N, 4] ``(x1, y1, x2, y2)``; scores: float [N]; idxs: int [N] class of each box.
+        max_keep: keep at most this many (the highest-scoring survivors); None: all.
 
     Returns:
         int64 [K], the kept boxes in decreasing order of score.
     """
     if boxes.device.type != "cpu" or boxes.numel() <= VANILLA_ABOVE or torch.jit.is_tracing():
-        return _torchvision_batched_nms(boxes, scores, idxs, iou_threshold)
+        return _torchvision_batched_nms(boxes, scores, idxs, iou_threshold)[:max_keep]
+    if max_keep is not None:
+        k = 4 * max(int(max_keep), 1)
+        while k < scores.numel():
+            head = torch.nonzero(scores >= scores.topk(k).values[-1]).squeeze(1)   # ascending: original order
+            if head.numel() >= scores.numel():
+                break
+            kept = _classwise_nms(boxes[head], scores[head], idxs[head], iou_threshold)
+            if kept.numel() >= max_keep:
+                top = scores[head[kept[:max_keep + 1]]]
+                if bool((top[1:] == top[:-1]).any()):
+                    break   # equal scores: their order is the full run's unstable sort's, so run it
+                return head[kept[:max_keep]]
+            k *= 4
+    return _classwise_nms(boxes, scores, idxs, iou_threshold)[:max_keep]
+
+
+def _classwise_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's class-by-class CPU ``batched_nms``, with one sort by class instead of a mask per class."""
     order = torch.argsort(idxs, stable=True)
     counts = torch.unique_consecutive(idxs[order], return_counts=True)[1].tolist()
     sorted_boxes, sorted_scores = boxes[order], scores[order]

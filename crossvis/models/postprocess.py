@@ -124,7 +124,7 @@ class CondInstPostProcessor(nn.Module):
                 gather: LocationGather) -> FrameDetections:
         c = self._candidates(outputs, i)
         groups = torch.zeros_like(c.labels) if self.class_agnostic_nms else c.labels
-        keep = batched_nms(c.boxes, c.scores, groups, self.nms_threshold)[: self.max_detections]
+        keep = batched_nms(c.boxes, c.scores, groups, self.nms_threshold, self.max_detections)
         (h, w), (oh, ow) = image_size, orig_size
         boxes = c.boxes[keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c.boxes.device)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=ow)

@@ -30,3 +30,19 @@ def test_both_paths_are_exercised():
     many = boxes.repeat(VANILLA_ABOVE, 1) + torch.arange(3 * VANILLA_ABOVE)[:, None].float() * 20
     kept = batched_nms(many, scores.repeat(VANILLA_ABOVE), labels.repeat(VANILLA_ABOVE), 0.5)
     assert torch.equal(kept, torchvision_batched_nms(many, scores.repeat(VANILLA_ABOVE), labels.repeat(VANILLA_ABOVE), 0.5))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1001, 6000), st.integers(1, 40), st.sampled_from([0.3, 0.6]), st.integers(1, 300),
+       st.sampled_from([None, 10, 100]), st.integers(0, 2 ** 31 - 1))
+def test_stopping_at_max_keep_gives_the_first_max_keep_of_the_full_run(n, classes, threshold, max_keep, ties, seed):
+    """Many overlapping boxes (the early stop must grow its prefix) and few; ties at prefix borders."""
+    g = torch.Generator().manual_seed(seed)
+    corner = torch.rand(n, 2, generator=g) * 300
+    boxes = torch.cat([corner, corner + torch.rand(n, 2, generator=g) * 120 + 0.5], dim=1)
+    scores = torch.rand(n, generator=g)
+    if ties is not None:  # equal scores, also across the border of the prefix the early stop runs on
+        scores = (scores * ties).round() / ties
+    labels = torch.randint(0, classes, (n,), generator=g)
+    expected = torchvision_batched_nms(boxes, scores, labels, threshold)[:max_keep]
+    assert torch.equal(batched_nms(boxes, scores, labels, threshold, max_keep), expected)

@@ -143,10 +143,14 @@ def test_conv_at_locations_equals_dense_conv(kernel):
     torch.manual_seed(kernel)
     conv = nn.Conv2d(6, 7, kernel, padding=kernel // 2, bias=kernel != 5)
     feature = torch.randn(6, 5, 9)
+    channels_last = feature[None].contiguous(memory_format=torch.channels_last)[0]   # a backend's layout
     index = torch.randperm(45)[:20]
     with torch.no_grad():
         dense = conv(feature[None])[0]
         torch.testing.assert_close(conv2d_at_locations(conv, feature, index), gather_locations(dense, index))
+        every = torch.arange(45)   # the border locations, whose taps fall outside the map, included
+        torch.testing.assert_close(conv2d_at_locations(conv, channels_last, every), gather_locations(dense, every))
+        torch.testing.assert_close(gather_locations(channels_last, every), gather_locations(feature, every))
         assert conv2d_at_locations(conv, feature, index[:0]).shape == (0, 7)
     with pytest.raises(ValueError, match="stride 1"):
         conv2d_at_locations(nn.Conv2d(6, 7, 3, stride=2, padding=1), feature, index)
