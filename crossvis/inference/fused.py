@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
-__all__ = ["FusedConv2d", "fuse_for_inference", "fusion_unavailable"]
+__all__ = ["FusedConv2d", "Float32Part", "fuse_for_inference", "fusion_unavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -278,30 +278,67 @@ def _input_sizes(network: nn.Module, run: Callable[[nn.Module], object]) -> dict
     return sizes
 
 
+class Float32Part(nn.Module):
+    """A part of a bfloat16 network that runs in float32: tensor inputs are cast to float32 and
+    the outputs stay float32 (e.g. the head's score and box convolutions, where bf16 rounding
+    changes which near-tied detections survive)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: object) -> object:
+        return self.module(*(a.float() if isinstance(a, Tensor) else a for a in args))
+
+
 def fuse_for_inference(network: nn.Module, run: Callable[[nn.Module], object],
-                       dtype: torch.dtype = torch.float32) -> nn.Module:
+                       dtype: torch.dtype = torch.float32, float32_parts: Sequence[str] = ()) -> nn.Module:
     """Rewrite an inference copy of ``network`` to fused oneDNN convolutions (see the module doc).
 
     Args:
-        network: an eval-mode network, batch norms folded, in channels-last (modified in place;
-            pass a copy).
-        run: ``run(network)`` runs it once on an example batch: the weights are packed for the
-            input sizes each convolution sees there: for the largest, and for a smaller one where
-            that measures faster (:meth:`FusedConv2d.specialise`; a convolution not reached is
-            packed for a 1×C×64×64 input).
+        network: an eval-mode float32 network, batch norms folded, in channels-last (modified in
+            place; pass a copy).
+        run: ``run(network)`` runs it once on an example float32 batch: the weights are packed for
+            the input sizes each convolution sees there: for the largest, and for a smaller one
+            where that measures faster (:meth:`FusedConv2d.specialise`; a convolution not reached
+            is packed for a 1×C×64×64 input).
         dtype: ``torch.float32``, or ``torch.bfloat16`` for a network that then runs in bfloat16
-            (its inputs converted by the caller).
+            (its weights and other parameters converted here, its inputs by the caller).
+        float32_parts: names of submodules (``network.get_submodule``) that stay float32 in a
+            bfloat16 network, each wrapped in :class:`Float32Part`; names it does not have are
+            skipped.
 
     Returns:
         the rewritten network (the same object, unless the network itself is a fusable block).
     """
     sizes = _input_sizes(network, run)
+    kept: set[int] = set()
+    for name in float32_parts if dtype != torch.float32 else ():
+        parent, _, attr = name.rpartition(".")
+        try:
+            owner = network.get_submodule(parent)
+            part = getattr(owner, attr)
+        except AttributeError:
+            continue
+        if isinstance(part, nn.Module) and attr in owner._modules:
+            kept.update(id(m) for m in part.modules())
+            owner._modules[attr] = Float32Part(part)
 
     def pack(conv: nn.Conv2d, unary: str) -> FusedConv2d:
         seen = sizes.get(id(conv)) or [(1, conv.in_channels, 64, 64)]
-        fused = FusedConv2d(conv, seen[0], unary, dtype)
+        fused = FusedConv2d(conv, seen[0], unary, torch.float32 if id(conv) in kept else dtype)
         for size in seen[1:]:   # a convolution shared by several levels (the FCOS head)
             fused.specialise(size)
         return fused
 
+    if dtype != torch.float32:   # the parameters left (norms, scales) in ``dtype`` too
+        for module in network.modules():
+            if id(module) in kept:
+                continue
+            for value in module._parameters.values():
+                if value is not None and value.is_floating_point():
+                    value.data = value.data.to(dtype)
+            for key, value in module._buffers.items():
+                if value is not None and value.is_floating_point():
+                    module._buffers[key] = value.to(dtype)
     return _rewrite(network, pack)

@@ -13,7 +13,7 @@ from torch import nn
 
 from crossvis.backbones import ResNet, dla34
 from crossvis.inference.fold import fold_batchnorm
-from crossvis.inference.fused import FusedConv2d, fuse_for_inference, fusion_unavailable
+from crossvis.inference.fused import Float32Part, FusedConv2d, fuse_for_inference, fusion_unavailable
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.skipif(fusion_unavailable(CPU) is not None, reason=str(fusion_unavailable(CPU)))
@@ -130,3 +130,22 @@ def test_a_fused_backbone_computes_the_folded_ones_features(make):
 def test_fusion_is_a_cpu_feature():
     assert fusion_unavailable(CPU) is None
     assert "CPU" in fusion_unavailable(torch.device("cuda"))
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 here")
+def test_a_bfloat16_network_keeps_its_float32_parts_in_float32():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.GroupNorm(4, 16), nn.Conv2d(16, 5, 3, padding=1))
+    net = net.eval().to(memory_format=torch.channels_last)
+    reference = copy.deepcopy(net)
+    x = _cl(torch.randn(1, 8, 20, 28))
+    fused = fuse_for_inference(net, lambda n: n(x), torch.bfloat16, float32_parts=["3", "no.such.part"])
+    assert isinstance(fused[3], Float32Part) and fused[3].module.packed.dtype == torch.float32
+    assert fused[0].packed.dtype == torch.bfloat16 and fused[2].weight.dtype == torch.bfloat16
+    with torch.inference_mode():
+        got = fused(x.to(torch.bfloat16))
+        # the same float32 computation with the activations rounded to bf16 where the network is bf16
+        hidden = reference[2](torch.relu(reference[0](x))).to(torch.bfloat16).float()
+        expected = _reference(reference[3], hidden)
+    assert got.dtype == torch.float32
+    _close(got, expected, rtol=0.02)   # the bf16 first layer (weights and output rounded): ~0.003
