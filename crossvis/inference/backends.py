@@ -66,8 +66,8 @@ __all__ = ["BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailabl
 logger = logging.getLogger(__name__)
 
 #: every backend name, in the order they are tried (fp32 first: the reference)
-BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "compile", "compile-bf16", "int8", "onnxruntime", "openvino",
-            "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "compile", "compile-bf16", "int8",
+            "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
 
 class TowerFlatNetwork(FlatNetwork):
     """``model.network(images, dense=False)`` with a flat tuple output (for export and graph runtimes).

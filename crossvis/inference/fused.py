@@ -19,7 +19,8 @@ with each of its ``nn.Conv2d`` replaced one for one):
 
 Input maps must be channels-last in the network's dtype (the backends convert the batch); the
 weights are packed for the input sizes of an example batch (a different size still runs, at the
-cost of a reorder per call).
+cost of a reorder per call). A bfloat16 network can keep named parts in float32
+(:class:`Float32Part`; ``bf16-fused`` keeps the head's score and box convolutions).
 """
 from __future__ import annotations
 
@@ -341,4 +342,7 @@ def fuse_for_inference(network: nn.Module, run: Callable[[nn.Module], object],
             for key, value in module._buffers.items():
                 if value is not None and value.is_floating_point():
                     module._buffers[key] = value.to(dtype)
-    return _rewrite(network, pack)
+    network = _rewrite(network, pack)
+    logger.debug("fused %d convolutions (%s, %d kept float32)", sum(isinstance(m, FusedConv2d) for m in
+                 network.modules()), dtype, sum(isinstance(m, Float32Part) for m in network.modules()))
+    return network
