@@ -110,9 +110,7 @@ def run_latency(args: argparse.Namespace) -> int:
 
     # the inference default: the physical cores other processes leave free (crossvis.threads)
     threads = configure_threads(args.threads if args.threads > 0 else None, load_aware=True)
-    from crossvis.inference.allocator import keep_freed_memory
-
-    allocator = "freed memory kept (crossvis.inference.allocator)" if keep_freed_memory() else "allocator as is"
+    allocator = bench.keep_freed_memory()
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {threads} threads; {allocator}; load average "
           f"{' '.join(f'{x:.2f}' for x in _loadavg())}", flush=True)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]

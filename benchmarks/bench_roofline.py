@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="backends timed for the fraction column ('': GFLOPs and peaks only)")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads if args.threads > 0 else None)
-    from crossvis.inference.allocator import keep_freed_memory
-
-    allocator = "freed memory kept (crossvis.inference.allocator)" if keep_freed_memory() else "allocator as is"
+    allocator = bench.keep_freed_memory()
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {threads} threads; {allocator}")
     peaks = measured_peaks()
     print(f"{'measured peak GFLOP/s':<24}{'GEMM':>10}{'conv3x3':>10}")

@@ -316,6 +316,14 @@ def format_rows(rows: Sequence[BenchResult], reference: Optional[BenchResult] = 
     return "\n".join(lines)
 
 
+def keep_freed_memory() -> str:
+    """Make glibc keep freed memory for re-use, as the ``Predictor`` does
+    (:mod:`crossvis.inference.allocator`), and say so for the benchmark's first line."""
+    from crossvis.inference.allocator import keep_freed_memory as keep
+
+    return "freed memory kept (crossvis.inference.allocator)" if keep() else "allocator as is"
+
+
 def current_rss_mib() -> float:
     """Current resident set size of this process, MiB (Linux ``/proc/self/status``; NaN elsewhere)."""
     try:

@@ -123,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = args.backend or ("fp32" if backend_unavailable("fp32-fused", torch.device("cpu")) else "fp32-fused")
     import os
 
-    from crossvis.inference.allocator import keep_freed_memory
-
-    allocator = "freed memory kept (crossvis.inference.allocator)" if keep_freed_memory() else "allocator as is"
+    allocator = bench.keep_freed_memory()
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {allocator}; load average {os.getloadavg()[0]:.2f}")
     frames = bench.synthetic_frames(args.frames + 1)
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -134,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         network = stages.pop("network")
         kept = stages.pop("kept")
         overhead = sum(stages.values())
-        print(f"\n{args.arch}, {threads} thread(s), {args.detections} detections: network ({backend}) {network:.1f} ms, "
+        print(f"\n{args.arch}, {threads} thread(s), {args.detections} detections: "
+              f"network ({backend}) {network:.1f} ms, "
               f"overhead {overhead:.1f} ms = {100 * overhead / network:.1f}% of the network "
               f"({kept:.0f} detections kept by the tracker)")
         for stage, ms in stages.items():

@@ -5,9 +5,10 @@ A *backend* turns a normalised padded float32 batch [B, 3, H, W] into the output
 [B, 4, h, w], ``ctrness`` [B, 1, h, w], ``bbox_features`` [B, F, h, w], optionally
 ``embed_features`` [B, F, h, w], and ``mask_feats`` [B, 8, H/8, W/8] — as float32 tensors
 (``mask_feats`` contiguous; the per-level maps in the layout the backend made them, e.g.
-channels-last, which the post-processor reads in place). The model's own float32 post-processor then runs on them unchanged (dynamic filters and
-embeddings computed at the kept locations by ``model.network.at_locations``), so every decision at
-a threshold is taken in float32 whatever the network ran in.
+channels-last, which the post-processor reads in place). The model's own float32 post-processor
+then runs on them unchanged (dynamic filters and embeddings computed at the kept locations by
+``model.network.at_locations``), so every decision at a threshold is taken in float32 whatever the
+network ran in.
 
 Backends (:data:`BACKENDS`; which is fastest depends on the CPU, so
 :mod:`crossvis.inference.autotune` measures them):

@@ -26,7 +26,8 @@ def _cl(x: torch.Tensor) -> torch.Tensor:
 def _reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The convolution in float64, independent of oneDNN's kernels."""
     bias = None if conv.bias is None else conv.bias.detach().double()
-    return F.conv2d(x.double(), conv.weight.detach().double(), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.conv2d(x.double(), conv.weight.detach().double(), bias, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
 
 
 def _close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> None:
