@@ -93,12 +93,14 @@ def aligned_bilinear_above(x: Tensor, factor: int, threshold: float) -> Tensor:
     n, _, h, w = x.shape
     f = int(factor)
     padded = F.pad(x[:, 0], (0, 1, 0, 1), mode="replicate")  # [N, h + 1, w + 1], contiguous
-    a, b = padded[:, :-1, :-1], padded[:, :-1, 1:]                # top-left, top-right corners
-    c, d = padded[:, 1:, :-1], padded[:, 1:, 1:]                  # bottom-left, bottom-right
-    low = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
-    high = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
-    above = low > threshold + CELL_MARGIN                          # [N, h, w] wholly above
-    boundary = (high >= threshold - CELL_MARGIN) & ~above          # neither wholly above nor below
+    # a cell is wholly above when its four corners all are, below when none is within the margin
+    # (on booleans: a third of the time of min/max over the float corners)
+    high = padded > threshold + CELL_MARGIN
+    high = high[:, :-1] & high[:, 1:]                              # top and bottom corner
+    above = high[..., :-1] & high[..., 1:]                         # [N, h, w] wholly above
+    near = padded >= threshold - CELL_MARGIN
+    near = near[:, :-1] | near[:, 1:]
+    boundary = (near[..., :-1] | near[..., 1:]) & ~above           # neither wholly above nor below
     where = boundary.reshape(-1).nonzero().squeeze(1)
     if f == 1 or where.numel() > MAX_BOUNDARY_FRACTION * boundary.numel():
         # a map of noise rather than of objects: interpolating every pixel is cheaper then

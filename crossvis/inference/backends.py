@@ -170,6 +170,17 @@ def _cpu_bf16() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_vnni() -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI; Linux flags)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 @functools.lru_cache(maxsize=None)
 def _fusion_unavailable(device_type: str) -> Optional[str]:
     from crossvis.inference.fused import fusion_unavailable
@@ -382,8 +393,11 @@ def _quantize_onnx(path: Path, calibration: Sequence[Tensor]) -> Path:
     quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     convs = [n.name for n in onnx.load(str(prepared)).graph.node
              if n.op_type == "Conv" and n.name.startswith(INT8_SCOPE)]
+    # Without VNNI, x86 int8 kernels multiply u8×s8 pairs with an int16 sum that saturates;
+    # 7-bit weights (reduce_range) keep that sum in range (measured on a Zen 2 EPYC: the int8
+    # outputs of the test model were 0.21 off float32 with 8-bit weights)
     quantize_static(str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=not _cpu_vnni(), activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["Conv"],
                     nodes_to_quantize=convs)
     return quantized

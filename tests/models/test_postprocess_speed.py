@@ -114,9 +114,11 @@ def test_predict_matches_dense_reference(size):
     expected = ref["probs"] > model.postprocessor.mask_threshold
     assert 0.05 < expected.float().mean() < 0.95  # masks with real shapes, not all-on / all-off
     differs = det.masks != expected
-    # Only float summation order differs, so a pixel may flip only where the probability is a tie.
+    # Only float summation order differs, so a pixel may flip only where the probability is a tie
+    # (within float32 rounding of the logits, whose convolutions the CPU's kernels sum in their own
+    # order: up to 1.1e-5 from 0.5 on a Zen 2 EPYC without AVX-512)
     assert differs.float().mean() < 1e-4
-    assert ((ref["probs"][differs] - 0.5).abs() < 1e-5).all()
+    assert ((ref["probs"][differs] - 0.5).abs() < 3e-5).all()
 
 
 def test_sparse_network_outputs_equal_dense_maps():
