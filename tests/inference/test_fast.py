@@ -114,8 +114,10 @@ def test_predictor_fast_flag_and_recipe_switch_use_the_fast_runner():
     from crossvis.inference.autotune import FP32_LAYOUTS, TunedInference
 
     plain = Predictor(RECIPE, device="cpu")
-    # the default runner chooses between the float32 layouts only
+    # the default runner chooses between float32 runs of the network only (no guard needed)
     assert not plain.fast and isinstance(plain.runner, TunedInference) and plain.runner.settings == FP32_LAYOUTS
+    assert FP32_LAYOUTS.min_mask_iou == 0.0 and not any("bf16" in c or "int8" in c for c in FP32_LAYOUTS.candidates)
+    assert {"fp32-fused", "onnxruntime", "openvino"} <= set(FP32_LAYOUTS.candidates)
     flagged = Predictor(RECIPE, device="cpu", fast=True)
 
     assert flagged.fast and isinstance(flagged.runner, TunedInference) and flagged.runner.model is flagged.model

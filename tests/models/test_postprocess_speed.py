@@ -171,6 +171,31 @@ def test_aligned_crop_is_bit_identical(factor, crop):
     assert torch.equal(mask, full > 0.5)
 
 
+@pytest.mark.parametrize("size", [(360, 480), (90, 120)])  # kept at its size; resized (×4)
+def test_masks_are_the_same_in_any_chunking_and_chunks_follow_the_float_buffers(size, monkeypatch):
+    model = _model()
+    pp = model.postprocessor
+    image = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    with torch.inference_mode():
+        batch, sizes = model.preprocessor.batch([model.preprocessor.resize_for_test(image)])
+        (det,) = model.predict([image])
+    pending = det.pending_masks
+    calls: list[int] = []
+    head = pp.mask_head.forward
+    monkeypatch.setattr(pp.mask_head, "forward", lambda feats, *args: calls.append(args[1].shape[0]) or head(feats, *args))
+    resized = sizes[0] != size
+    h8, w8 = pending.mask_feats.shape[-2:]
+    work = max(size[0] * size[1], sizes[0][0] * sizes[0][1]) if resized else (pending.mask_feats.shape[1] + 2) * h8 * w8
+    results = {}
+    for per_chunk in (1, 7, len(det)):
+        pp.mask_chunk_pixels = per_chunk * work
+        calls.clear()
+        results[per_chunk] = pending.render()
+        assert calls == [min(per_chunk, len(det) - i) for i in range(0, len(det), per_chunk)]
+    assert results[1].shape == (len(det), *size)
+    assert torch.equal(results[1], results[7]) and torch.equal(results[1], results[len(det)])
+
+
 def test_masks_are_made_when_read_and_only_for_the_selected_detections():
     model = _model()
     image = torch.randint(0, 256, (3, 90, 120), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)

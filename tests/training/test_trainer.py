@@ -160,6 +160,27 @@ def test_probe_picks_bf16_only_when_clearly_faster(bf16_s, chosen):
     assert seconds[TrainingSetup("contiguous", True)] == pytest.approx(bf16_s, abs=0.03)
 
 
+def test_auto_precision_skips_bf16_where_the_cpu_only_emulates_it(tmp_path, monkeypatch):
+    import crossvis.training.trainer as trainer_module
+    from crossvis.training.autotune import TrainingSetup
+
+    calls = []
+
+    def measured(model, batch, memory_formats, amps, steps=2, device_type="cpu"):
+        calls.append(list(amps))
+        return TrainingSetup(memory_formats[0], False), {TrainingSetup(memory_formats[0], False): 1.0}
+
+    monkeypatch.setattr(trainer_module, "fastest_training_setup", measured)
+    monkeypatch.setattr(trainer_module, "_no_native_bf16", lambda: True)
+    recipe = toy_recipe()
+    recipe["solver"]["amp"] = "auto"
+    recipe["solver"]["max_iter"] = 1
+    torch.manual_seed(0)
+    trainer = Trainer(recipe, tmp_path, model=ToyModel(), train_dataset=ToyPairDataset())
+    trainer.train()
+    assert calls == [[False]] and trainer.use_amp is False
+
+
 @pytest.mark.parametrize("chosen", [("contiguous", False), ("channels_last", True)])
 def test_auto_setup_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch, chosen):
     """``auto`` trains in the measured layout and precision and records them; a resume reuses them
@@ -174,6 +195,7 @@ def test_auto_setup_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch, c
         return TrainingSetup(*chosen), {TrainingSetup(*chosen): 1.0}
 
     monkeypatch.setattr(trainer_module, "fastest_training_setup", measured)
+    monkeypatch.setattr(trainer_module, "_no_native_bf16", lambda: False)  # a CPU with native bf16
     recipe = toy_recipe()
     recipe["runtime"]["memory_format"] = "auto"
     recipe["solver"]["amp"] = "auto"
