@@ -370,7 +370,7 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
 
 #: the default (non-fast) path: float32 only — contiguous, channels-last or fused, or the exported
 #: network on ONNX Runtime / OpenVINO in float32 where those extras are installed (measured on a Zen 2
-#: EPYC without AVX-512: both 0.89 of fused oneDNN's time for an R-50) — as measured here; no
+#: EPYC without AVX-512: 0.89–0.94 of fused oneDNN's time for an R-50) — as measured here; no
 #: accuracy guard (all are float32, equal up to summation order); one timed frame, three rounds
 FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl", "fp32-fused", "onnxruntime", "openvino"), min_mask_iou=0.0,
                                 tune_frames=1, rounds=3)

@@ -70,7 +70,7 @@ class CondInstPostProcessor(nn.Module):
     ``max(1, mask_chunk_pixels // (H·W))`` at a time when they are resized at frame size, and
     ``max(1, mask_chunk_pixels // ((C + 2)·h'·w'))`` at a time (the mask head's input, ``C`` mask
     feature channels at ``h'×w'``) when only their boolean masks are made at frame size (a 360×640
-    frame's 87 masks: one chunk instead of five, 26 instead of 32 ms on a Zen 2 EPYC).
+    frame's 87 masks: one chunk instead of five, 28 instead of 32 ms on a Zen 2 EPYC).
     """
 
     def __init__(self, strides: Sequence[int], mask_head: DynamicMaskHead, *, mask_feat_stride: int = 8,

@@ -182,10 +182,17 @@ def test_masks_are_the_same_in_any_chunking_and_chunks_follow_the_float_buffers(
     pending = det.pending_masks
     calls: list[int] = []
     head = pp.mask_head.forward
-    monkeypatch.setattr(pp.mask_head, "forward", lambda feats, *args: calls.append(args[1].shape[0]) or head(feats, *args))
-    resized = sizes[0] != size
-    h8, w8 = pending.mask_feats.shape[-2:]
-    work = max(size[0] * size[1], sizes[0][0] * sizes[0][1]) if resized else (pending.mask_feats.shape[1] + 2) * h8 * w8
+
+    def counted(feats, stride, params, *rest):
+        calls.append(params.shape[0])
+        return head(feats, stride, params, *rest)
+
+    monkeypatch.setattr(pp.mask_head, "forward", counted)
+    c, h8, w8 = pending.mask_feats.shape[-3:]
+    if sizes[0] != size:  # resized at frame size: float buffers of the frame's pixels
+        work = max(size[0] * size[1], sizes[0][0] * sizes[0][1])
+    else:                 # booleans only: the mask head's input (C + 2 channels at stride 8) bounds them
+        work = (c + 2) * h8 * w8
     results = {}
     for per_chunk in (1, 7, len(det)):
         pp.mask_chunk_pixels = per_chunk * work
