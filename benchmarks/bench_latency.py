@@ -60,6 +60,44 @@ def main(argv: list[str] | None = None) -> int:
     return run_latency(bench_args)
 
 
+#: where the README's quickstart command writes its run (``crossvis quickstart --output quickstart_output``)
+QUICKSTART_RUN = "quickstart_output/run"
+
+
+def resolve_guard(guard_from: str | None, checkpoint: str | None) -> tuple[str | None, str | None]:
+    """The (recipe, checkpoint) of the trained model the fast path's guard runs on, or (None, None).
+
+    ``guard_from``: a recipe file, a run folder (``recipe.yaml`` + ``checkpoints/model_final.pth``),
+    ``auto`` (the quickstart run in :data:`QUICKSTART_RUN` of the working directory or of this
+    checkout, when it has finished; else none) or ``none``. A checkpoint not given is the run's final one.
+
+    Raises:
+        CrossVISError: for a recipe or run folder that does not exist or lacks its checkpoint.
+    """
+    from crossvis.errors import CrossVISError
+
+    if guard_from in (None, "", "none"):
+        return None, None
+    if guard_from == "auto":   # the working directory's, else this checkout's
+        for run in (Path(QUICKSTART_RUN), Path(__file__).resolve().parents[1] / QUICKSTART_RUN):
+            final = run / "checkpoints" / "model_final.pth"
+            if (run / "recipe.yaml").is_file() and final.is_file():
+                return str(run / "recipe.yaml"), str(checkpoint or final)
+        return None, None
+    path = Path(guard_from)
+    recipe = path / "recipe.yaml" if path.is_dir() else path
+    final = recipe.parent / "checkpoints" / "model_final.pth"
+    if not recipe.is_file():
+        raise CrossVISError(f"--guard-from {guard_from}: no such recipe or run folder (a run folder holds "
+                            "recipe.yaml; use none for the guard on the random-weight frames)")
+    if checkpoint is None:
+        if not final.is_file():
+            raise CrossVISError(f"--guard-from {guard_from}: {final} does not exist; pass --guard-checkpoint CKPT "
+                                "(the trained weights the guard runs on)")
+        checkpoint = str(final)
+    return str(recipe), checkpoint
+
+
 def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench", help="per-frame latency of CrossVIS vs torchvision FCOS / Mask R-CNN",
@@ -83,11 +121,15 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--fast-candidates", default=None,
                    help="comma-separated backends the fast path chooses from (default: the autotuner's "
                         "DEFAULT_CANDIDATES), e.g. those that passed --accuracy on a trained model")
-    p.add_argument("--guard-from", metavar="RECIPE", default=None,
-                   help="take the fast path's accuracy guard from a trained model instead: run the guard "
-                        "(--accuracy) on RECIPE's test videos with --guard-checkpoint, and let the fast path "
-                        "choose, on the random-weight frames, among the candidates that passed there")
-    p.add_argument("--guard-checkpoint", default=None, help="weights for --guard-from")
+    p.add_argument("--guard-from", metavar="RECIPE|RUN|auto|none", default="auto",
+                   help="take the fast path's accuracy guard from a trained model: run the guard "
+                        "(--accuracy) on the test videos of RECIPE (or of a run folder RUN, with its "
+                        "checkpoints/model_final.pth) and let the fast path choose, on the random-weight "
+                        "frames, among the candidates that passed there. auto (the default): the "
+                        f"quickstart run in ./{QUICKSTART_RUN} when it has finished, else none: the guard "
+                        "on the random-weight frames (--min-mask-iou)")
+    p.add_argument("--guard-checkpoint", default=None,
+                   help="weights for --guard-from (default: RUN/checkpoints/model_final.pth next to the recipe)")
     p.add_argument("--min-mask-iou", type=float, default=0.98,
                    help="the fast path's accuracy guard on these random-weight frames (0: off; random "
                         "weights give near-tie scores, so low-precision candidates fail it here whatever "
@@ -128,17 +170,24 @@ def run_latency(args: argparse.Namespace) -> int:
     candidates = tuple(c.strip() for c in args.fast_candidates.split(",") if c.strip()) \
         if args.fast_candidates else DEFAULT_CANDIDATES
     min_mask_iou = args.min_mask_iou
-    if args.guard_from and not args.no_fast:
-        table = backend_accuracy(args.guard_from, ["fp32", *[c for c in candidates if c != "fp32"]],
-                                 args.guard_checkpoint)
-        print(f"accuracy guard on {args.guard_from}:\n{format_accuracy(table)}", flush=True)
+    guard_recipe, guard_checkpoint = resolve_guard(args.guard_from, args.guard_checkpoint) \
+        if not args.no_fast else (None, None)
+    if guard_recipe is not None:
+        table = backend_accuracy(guard_recipe, ["fp32", *[c for c in candidates if c != "fp32"]],
+                                 guard_checkpoint)
+        print(f"accuracy guard on {guard_recipe} ({guard_checkpoint}):\n{format_accuracy(table)}", flush=True)
         candidates = tuple(name for name, row in table.items() if guard_passes(row))
         min_mask_iou = 0.0  # already applied, on the trained model
+    elif not args.no_fast and args.guard_from == "auto":
+        print(f"fast path: no finished quickstart run in ./{QUICKSTART_RUN}, so the accuracy guard runs on the "
+              "random-weight frames, where near-tied scores make bf16 and int8 fail or pass by chance; run "
+              "`crossvis quickstart --output quickstart_output` first (or pass --guard-from RUN) for the "
+              "guard on a trained model", flush=True)
     fast_settings = AutotuneSettings(cache=False, candidates=candidates, min_mask_iou=min_mask_iou)
     if not args.no_fast:
         guard = "off" if min_mask_iou <= 0 else f"mask IoU >= {min_mask_iou}"
-        if args.guard_from:
-            guard = f"the one above (passed on {args.guard_from})"
+        if guard_recipe is not None:
+            guard = f"the one above (passed on {guard_recipe})"
         print(f"fast path: chosen among {','.join(candidates)} with the accuracy guard {guard}", flush=True)
     speeds = [False] if args.no_fast else [False, True]
     rows = []

@@ -67,14 +67,18 @@ class FusedConv2d(nn.Module):
         conv: the convolution to copy (2-D, zero padding given as numbers).
         input_size: the input size [B, C, H, W] the weight is packed for (any size runs).
         unary: ``"none"`` or ``"relu"`` (applied to the output in the same pass).
-        dtype: ``torch.float32`` or ``torch.bfloat16``: the dtype of weights, inputs and outputs.
+        dtype: ``torch.float32`` or ``torch.bfloat16``: the dtype of weights, inputs and outputs
+            (an input in another dtype is cast to it first, as autocast casts a convolution's input).
+        fuse_sum: :meth:`add_relu` adds the residual inside the convolution (one rounding of
+            ``conv + residual``); False rounds the convolution's output first, then adds, as
+            unfused (autocast) code does.
 
     Shapes: ``forward(x)``: x [B, C, H, W] channels-last in ``dtype`` → [B, O, H', W']
     channels-last, as ``conv(x)`` (then ReLU).
     """
 
     def __init__(self, conv: nn.Conv2d, input_size, unary: str = "none",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, fuse_sum: bool = True) -> None:
         super().__init__()
         if not _fusable(conv):
             raise ValueError(f"FusedConv2d needs an nn.Conv2d with numeric zero padding, got {conv}")
@@ -82,6 +86,7 @@ class FusedConv2d(nn.Module):
             raise ValueError(f"FusedConv2d: unary must be 'none' or 'relu', got {unary!r}")
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups, self.unary = list(conv.dilation), conv.groups, unary
+        self.fuse_sum = fuse_sum
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self._weight = conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
         # plain attributes, not buffers: an oneDNN-layout tensor has no storage to save or move
@@ -130,12 +135,14 @@ class FusedConv2d(nn.Module):
         return self.packed_for.get(tuple(x.shape), self.packed) if self.packed_for else self.packed
 
     def forward(self, x: Tensor) -> Tensor:
-        x = _channels_last(x)
+        x = _channels_last(x.to(self._weight.dtype))
         return self._conv(x, self._weight_for(x))
 
     def add_relu(self, x: Tensor, other: Tensor) -> Tensor:
-        """``relu(conv(x) + other)`` in one pass; ``other`` has the output's shape."""
-        x = _channels_last(x)
+        """``relu(conv(x) + other)``, in one pass with ``fuse_sum``; ``other`` has the output's shape."""
+        if not self.fuse_sum:
+            return torch.relu(self(x) + other)
+        x = _channels_last(x.to(self._weight.dtype))
         return torch.ops.mkldnn._convolution_pointwise(
             x, _channels_last(other), self._weight_for(x), self.bias, self.padding, self.stride,
             self.dilation, self.groups, "add", 1.0, "relu", [], "")
@@ -293,7 +300,8 @@ class Float32Part(nn.Module):
 
 
 def fuse_for_inference(network: nn.Module, run: Callable[[nn.Module], object],
-                       dtype: torch.dtype = torch.float32, float32_parts: Sequence[str] = ()) -> nn.Module:
+                       dtype: torch.dtype = torch.float32, float32_parts: Sequence[str] = (),
+                       autocast_numerics: bool = False) -> nn.Module:
     """Rewrite an inference copy of ``network`` to fused oneDNN convolutions (see the module doc).
 
     Args:
@@ -308,13 +316,18 @@ def fuse_for_inference(network: nn.Module, run: Callable[[nn.Module], object],
         float32_parts: names of submodules (``network.get_submodule``) that stay float32 in a
             bfloat16 network, each wrapped in :class:`Float32Part`; names it does not have are
             skipped.
+        autocast_numerics: give exactly what the network gives under ``torch.autocast`` in
+            ``dtype``: the convolutions alone run in ``dtype`` (their input cast to it, their
+            output rounded to it before a residual is added; a fused ReLU commutes with the
+            rounding), every other parameter stays float32 and ``float32_parts`` is ignored. Run
+            the result under ``torch.autocast`` too, for the other operations' precision.
 
     Returns:
         the rewritten network (the same object, unless the network itself is a fusable block).
     """
     sizes = _input_sizes(network, run)
     kept: set[int] = set()
-    for name in float32_parts if dtype != torch.float32 else ():
+    for name in float32_parts if dtype != torch.float32 and not autocast_numerics else ():
         parent, _, attr = name.rpartition(".")
         try:
             owner = network.get_submodule(parent)
@@ -327,12 +340,13 @@ def fuse_for_inference(network: nn.Module, run: Callable[[nn.Module], object],
 
     def pack(conv: nn.Conv2d, unary: str) -> FusedConv2d:
         seen = sizes.get(id(conv)) or [(1, conv.in_channels, 64, 64)]
-        fused = FusedConv2d(conv, seen[0], unary, torch.float32 if id(conv) in kept else dtype)
+        fused = FusedConv2d(conv, seen[0], unary, torch.float32 if id(conv) in kept else dtype,
+                            fuse_sum=not autocast_numerics)
         for size in seen[1:]:   # a convolution shared by several levels (the FCOS head)
             fused.specialise(size)
         return fused
 
-    if dtype != torch.float32:   # the parameters left (norms, scales) in ``dtype`` too
+    if dtype != torch.float32 and not autocast_numerics:   # the parameters left (norms, scales) in ``dtype`` too
         for module in network.modules():
             if id(module) in kept:
                 continue

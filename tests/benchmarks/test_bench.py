@@ -68,3 +68,28 @@ def test_evaluator_benchmark_runs_its_cli_timing_on_distinct_masks():
                           "--frames", "3", "--unique", "--cli", "--repeat", "1"],
                          capture_output=True, text=True, check=True).stdout
     assert "all distinct" in out and "same AP as in-process: True" in out
+
+
+def test_the_fast_path_guard_defaults_to_a_finished_quickstart_run(tmp_path, monkeypatch):
+    import pytest
+
+    import bench_latency
+    from crossvis.errors import CrossVISError
+
+    monkeypatch.setattr(bench_latency, "QUICKSTART_RUN", str(tmp_path / "quickstart_output" / "run"))
+    run = tmp_path / "quickstart_output" / "run"
+    assert bench_latency.resolve_guard("auto", None) == (None, None)       # no run: the random-weight guard
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("model: {}\n")
+    assert bench_latency.resolve_guard("auto", None) == (None, None)       # training not finished
+    (run / "checkpoints" / "model_final.pth").write_bytes(b"")
+    recipe, final = str(run / "recipe.yaml"), str(run / "checkpoints" / "model_final.pth")
+    assert bench_latency.resolve_guard("auto", None) == (recipe, final)
+    assert bench_latency.resolve_guard(str(run), None) == (recipe, final)  # a run folder
+    assert bench_latency.resolve_guard(recipe, "other.pth") == (recipe, "other.pth")
+    assert bench_latency.resolve_guard("none", None) == (None, None)
+    with pytest.raises(CrossVISError, match="no such recipe"):
+        bench_latency.resolve_guard(str(tmp_path / "missing"), None)
+    (run / "checkpoints" / "model_final.pth").unlink()
+    with pytest.raises(CrossVISError, match="--guard-checkpoint"):
+        bench_latency.resolve_guard(str(run), None)
