@@ -304,7 +304,7 @@ def _bf16_convolutions(network: nn.Module, device: torch.device, calibration: Se
     Where oneDNN fusion is available the convolutions become :class:`~crossvis.inference.fused.
     FusedConv2d` with ``autocast_numerics``: weights packed once, the ReLU after a convolution fused
     in, and every output bit-identical to autocast's own (measured on a 2-core Xeon with AMX, R-50
-    at 360×640: 131 → 112 ms for the weights cast once, → ~95 ms packed and fused). Elsewhere
+    at 360×640: 131 → 112 ms for the weights cast once, → 98 ms packed and fused). Elsewhere
     the weights are cast once (:func:`_autocast_weights_to`).
     """
     if _fusion_unavailable(device.type) is not None:
@@ -318,7 +318,9 @@ def _bf16_convolutions(network: nn.Module, device: torch.device, calibration: Se
     def run(n: nn.Module) -> Any:
         with _autocast(device, torch.bfloat16):
             return n(example, dense=False)
-    return fuse_for_inference(network, run, torch.bfloat16, autocast_numerics=True)
+    network = fuse_for_inference(network, run, torch.bfloat16, autocast_numerics=True)
+    _autocast_weights_to(network, torch.bfloat16)   # any layer left unfused
+    return network
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
