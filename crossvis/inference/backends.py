@@ -302,25 +302,42 @@ def _bf16_convolutions(network: nn.Module, device: torch.device, calibration: Se
     """``network`` (folded, channels-last) with its convolutions stored in bf16, for bf16 autocast.
 
     Where oneDNN fusion is available the convolutions become :class:`~crossvis.inference.fused.
-    FusedConv2d` with ``autocast_numerics``: weights packed once, the ReLU after a convolution fused
-    in, and every output bit-identical to autocast's own (measured on a 2-core Xeon with AMX, R-50
-    at 360×640: 131 → 112 ms for the weights cast once, → 98 ms packed and fused). Elsewhere
-    the weights are cast once (:func:`_autocast_weights_to`).
+    FusedConv2d` with ``autocast_numerics``: weights packed once and the ReLU after a convolution
+    fused in (measured on a 2-core Xeon with AMX, R-50 at 360×640: 131 → 112 ms for the weights
+    cast once, → 98 ms packed and fused). Its outputs are compared with plain autocast's on the
+    example batch, and kept only when bit-identical; otherwise, and where fusion is unavailable,
+    the weights are cast once in place (:func:`_autocast_weights_to`, bit-identical by construction).
     """
-    if _fusion_unavailable(device.type) is not None:
-        _autocast_weights_to(network, torch.bfloat16)
-        return network
-    from crossvis.inference.fused import fuse_for_inference
+    if _fusion_unavailable(device.type) is None:
+        from crossvis.inference.fused import fuse_for_inference
 
-    example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)
-    example = example.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)
+        example = example.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
 
-    def run(n: nn.Module) -> Any:
-        with _autocast(device, torch.bfloat16):
-            return n(example, dense=False)
-    network = fuse_for_inference(network, run, torch.bfloat16, autocast_numerics=True)
-    _autocast_weights_to(network, torch.bfloat16)   # any layer left unfused
+        def run(n: nn.Module) -> Any:
+            with torch.inference_mode(), _autocast(device, torch.bfloat16):
+                return n(example, dense=False)
+        reference = run(network)
+        fused = fuse_for_inference(copy.deepcopy(network), run, torch.bfloat16, autocast_numerics=True)
+        if _identical(run(fused), reference):
+            _autocast_weights_to(fused, torch.bfloat16)   # any layer left unfused
+            return fused
+        logger.info("bf16 backend: the fused convolutions differ from autocast's on this CPU; "
+                    "keeping autocast's own convolutions with their weights cast once")
+    _autocast_weights_to(network, torch.bfloat16)
     return network
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Whether two network outputs hold bit-identical tensors."""
+    a, b = (a.present(), b.present()) if hasattr(a, "present") else (a, b)
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        left, right = (value, b[key]) if isinstance(value, list) else ([value], [b[key]])
+        if len(left) != len(right) or not all(torch.equal(x, y) for x, y in zip(left, right)):
+            return False
+    return True
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
