@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from crossvis.atomic import atomic_write_json
 from crossvis.errors import CrossVISError
-from crossvis.inference.backends import BACKENDS, NetworkBackend, backend_unavailable, build_backend
+from crossvis.inference.backends import BACKENDS, NetworkBackend, backend_unavailable, build_backend, cpuinfo_field
 from crossvis.structures import FrameDetections
 
 __all__ = ["AutotuneSettings", "CandidateReport", "TuneResult", "DEFAULT_CANDIDATES", "autotune_settings",
@@ -144,14 +144,7 @@ def _legacy_backend(node: Mapping[str, Any]) -> str:
 # -- cache ----------------------------------------------------------------------------------------
 def cpu_model() -> str:
     """The CPU model string (``/proc/cpuinfo`` ``model name``, else :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    return cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def model_fingerprint(model: nn.Module) -> str:

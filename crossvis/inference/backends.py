@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from crossvis.deploy.export import FlatNetwork, unflatten_outputs
 from crossvis.errors import CrossVISError
 
-__all__ = ["BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailable", "build_backend",
+__all__ = ["BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailable", "build_backend", "cpuinfo_field",
            "available_backends"]
 
 logger = logging.getLogger(__name__)
@@ -170,14 +170,24 @@ def _cpu_bf16() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_vnni() -> bool:
-    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI; Linux flags)."""
+@functools.lru_cache(maxsize=None)
+def cpuinfo_field(name: str) -> Optional[str]:
+    """The value of the first ``name`` line of ``/proc/cpuinfo`` (e.g. ``model name``, ``flags``);
+    None where there is no such file or line (not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            flags = next((line for line in info if line.startswith("flags")), "").split()
+            for line in info:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
-        return False
+        pass
+    return None
+
+
+def _cpu_vnni() -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI; Linux flags)."""
+    flags = (cpuinfo_field("flags") or "").split()
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
