@@ -24,7 +24,7 @@ from crossvis.eval.annotations import GroundTruth, GroundTruthMasks
 from crossvis.eval.intersections import column_pieces, intersections
 from crossvis.eval.tracks import Track
 from crossvis.formats.jsonfile import array_pieces, map_file, parse_json, read_bytes
-from crossvis.formats.results import ResultEntry, check_results_list, report_results, rle_error, scan_results
+from crossvis.formats.results import ResultEntry, ScannedResults, check_results_list, report_results, rle_error, scan_results
 from crossvis.formats.rle import chunk_bounds, describe_problem
 from crossvis.formats.rle_decode import decode_compressed
 from crossvis.parallel import forked_map
@@ -195,17 +195,12 @@ def _score_slice(results: list, start: int, stop: int, gt: GroundTruth, masks: O
         entry_of = np.array(scanned.mask_entry, dtype=np.int64)
         frame_of = np.array(scanned.mask_frame, dtype=np.int64)
         present[frame_row[entry_of] + frame_of] = True
-        unique: dict[tuple, int] = {}  # identical strings of one size are decoded once
-        string_of = np.array([unique.setdefault((c, s[0], s[1]), len(unique))
-                              for c, s in zip(scanned.counts, scanned.sizes)], dtype=np.int64)
-        keys = list(unique)
-        heights = np.array([k[1] for k in keys], dtype=np.int64)
-        widths = np.array([k[2] for k in keys], dtype=np.int64)
+        strings, string_of, heights, widths = _distinct_strings(scanned)
         pairs = _pairs(masks, group[entry_of], frame_of, string_of, heights, widths)
         cell = row[entry_of[pairs.mask]] + pairs.track  # where each pair's value is summed
         if not pairs.same.all():
             mismatch[np.unique(entry_of[pairs.mask[~pairs.same]])] = True
-        string_areas, values, bad = _decode_and_intersect(keys, heights, widths, pairs, masks)
+        string_areas, values, bad = _decode_and_intersect(strings, heights, widths, pairs, masks)
         if bad is not None:
             k = int(np.flatnonzero(string_of == bad[0])[0])  # the string's first use
             out.rle_error = rle_error(source, entries[entry_of[k]], int(frame_of[k]), bad[1])
@@ -223,6 +218,28 @@ def _score_slice(results: list, start: int, stop: int, gt: GroundTruth, masks: O
         out.lost.append(lost[row[k]:row[k] + width[k]])
         out.mismatch.append(bool(mismatch[k]))
     return out
+
+
+def _distinct_strings(scanned: ScannedResults) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (string, size) masks, in order of first use: identical masks are decoded once.
+
+    Returns:
+        ``(strings, string_of, heights, widths)``: the distinct strings, int64 [M] the distinct
+        mask of every mask, and int64 [S] the height and width of each distinct mask.
+    """
+    table = scanned.size_table
+    if table is not None and (table == table[0]).all():  # one frame size (the usual case): by string
+        strings = list(dict.fromkeys(scanned.counts))
+        number = dict(zip(strings, range(len(strings))))
+        string_of = np.fromiter(map(number.__getitem__, scanned.counts), dtype=np.int64, count=len(scanned.counts))
+        return (strings, string_of, np.full(len(strings), table[0, 0], dtype=np.int64),
+                np.full(len(strings), table[0, 1], dtype=np.int64))
+    unique: dict[tuple, int] = {}
+    string_of = np.array([unique.setdefault((c, s[0], s[1]), len(unique))
+                          for c, s in zip(scanned.counts, scanned.sizes)], dtype=np.int64)
+    keys = list(unique)
+    return ([k[0] for k in keys], string_of, np.array([k[1] for k in keys], dtype=np.int64).reshape(-1),
+            np.array([k[2] for k in keys], dtype=np.int64).reshape(-1))
 
 
 @dataclass(eq=False)
@@ -265,32 +282,43 @@ def _pairs(masks: GroundTruthMasks, group: np.ndarray, frame: np.ndarray, string
                   distinct_of)
 
 
-def _decode_and_intersect(keys: list[tuple], heights: np.ndarray, widths: np.ndarray, pairs: _Pairs,
+def _decode_and_intersect(strings: list, heights: np.ndarray, widths: np.ndarray, pairs: _Pairs,
                           masks: GroundTruthMasks) -> tuple[np.ndarray, np.ndarray, Optional[tuple[int, str]]]:
-    """Decode the distinct strings ``keys`` ((string, h, w); their sizes ``heights``/``widths``) in
-    cache-sized batches and intersect each with the ground-truth masks of its pairs.
+    """Decode the distinct masks ``strings`` (their sizes ``heights``/``widths``) in cache-sized batches and intersect each with the ground-truth masks of its pairs.
+
+    The strings with pairs are decoded in batches of their own, with their foreground intervals;
+    the others (predictions in a category absent from their video: often most of them) only for
+    their validity and area, which skips the cumulative sum that turns runs into positions.
 
     Returns:
-        ``(areas, values, bad)``: int64 [len(keys)] areas, int64 [distinct pairs] intersections,
-        and for the first invalid string (index, problem), else None (the rest is then not decoded).
+        ``(areas, values, bad)``: int64 [len(strings)] areas, int64 [distinct pairs] intersections,
+        and for the first invalid string (index, problem), else None (the rest of its group of
+        strings is then not decoded).
     """
-    lengths = np.array([len(k[0]) for k in keys], dtype=np.int64)
-    areas = np.zeros(len(keys), dtype=np.int64)
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    areas = np.zeros(len(strings), dtype=np.int64)
     values = np.zeros(pairs.distinct_string.size, dtype=np.int64)
-    wanted = np.zeros(len(keys), dtype=bool)
+    wanted = np.zeros(len(strings), dtype=bool)
     wanted[pairs.distinct_string] = True
-    for a, b in chunk_bounds(lengths):
-        lo, hi = np.searchsorted(pairs.distinct_string, [a, b])
-        decoded = decode_compressed([k[0] for k in keys[a:b]], lengths[a:b],
-                                    intervals=wanted[a:b] if hi > lo else False)
-        ok = (decoded.problems == 0) & (decoded.sums == heights[a:b] * widths[a:b])
-        if not ok.all():
-            k = int(np.flatnonzero(~ok)[0])  # strings are numbered in order of first use
-            return areas, values, (a + k, describe_problem(int(decoded.problems[k]), int(decoded.sums[k]),
-                                                           int(heights[a + k]), int(widths[a + k])))
-        areas[a:b] = decoded.areas
-        if hi > lo:
-            pieces = column_pieces(decoded, heights[a:b])
-            values[lo:hi] = intersections(pieces, pairs.distinct_string[lo:hi] - a, masks.table,
-                                          pairs.distinct_truth[lo:hi])
-    return areas, values, None
+    bad: list[tuple[int, str]] = []
+    for group in (np.flatnonzero(wanted), np.flatnonzero(~wanted)):
+        with_pairs = group.size > 0 and bool(wanted[group[0]])
+        for a, b in chunk_bounds(lengths[group]):
+            index = group[a:b]  # increasing string numbers
+            decoded = decode_compressed(list(map(strings.__getitem__, index.tolist())), lengths[index],
+                                        intervals=with_pairs)
+            ok = (decoded.problems == 0) & (decoded.sums == heights[index] * widths[index])
+            if not ok.all():
+                k = int(np.flatnonzero(~ok)[0])
+                s = int(index[k])
+                bad.append((s, describe_problem(int(decoded.problems[k]), int(decoded.sums[k]),
+                                                int(heights[s]), int(widths[s]))))
+                break
+            areas[index] = decoded.areas
+            if with_pairs:
+                lo, hi = np.searchsorted(pairs.distinct_string, [index[0], index[-1] + 1])
+                pieces = column_pieces(decoded, heights[index])
+                values[lo:hi] = intersections(pieces, np.searchsorted(index, pairs.distinct_string[lo:hi]),
+                                              masks.table, pairs.distinct_truth[lo:hi])
+    # strings are numbered in order of first use: the first bad one is the one reported
+    return areas, values, (min(bad) if bad else None)

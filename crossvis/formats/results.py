@@ -26,12 +26,13 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from crossvis.errors import CrossVISError
-from crossvis.formats.rle import check_compressed, check_size, short_repr
+from crossvis.formats.rle import MAX_PIXELS, check_compressed, check_size, short_repr
 
 __all__ = ["ResultEntry", "REQUIRED_RESULT_KEYS", "validate_results", "ScannedResults", "check_results_list",
            "scan_results", "rle_error", "report_results"]
@@ -100,6 +101,7 @@ class ScannedResults:
         counts: each mask's RLE string (``str`` or ``bytes``); sizes: its ``[h, w]``.
         out_of_range: positions of predictions whose score is outside [0, 1].
         wrong_length: positions of predictions whose frame count differs from their video's.
+        size_table: int64 [M, 2], ``sizes`` as an array (None unless every mask had the usual form).
     """
 
     entries: list[ResultEntry]
@@ -109,6 +111,7 @@ class ScannedResults:
     sizes: list
     out_of_range: list[int]
     wrong_length: list[int]
+    size_table: Optional[np.ndarray] = None
 
 
 def check_results_list(results: Any, source: str, allow_empty: bool) -> None:
@@ -125,20 +128,81 @@ def scan_results(results: list, source: str, frame_counts: Optional[Mapping[Any,
     """Check the structure of predictions ``results[start:stop]`` (keys, ids, scores, the form of
     every mask) and collect their masks; prediction numbers in messages count from 0 in ``results``.
 
+    Results whose masks all have the usual form (``null`` or ``{"size": [h, w] ints, "counts": ASCII
+    str}``) are checked in a few passes over all masks at once; anything else is checked mask by
+    mask, which gives the first problem in results order.
+
     Raises:
         CrossVISError: the first prediction whose structure is wrong.
     """
     stop = len(results) if stop is None else stop
+    scanned = _scan_usual(results, source, frame_counts, start, stop)
+    return scanned if scanned is not None else _scan_each(results, source, frame_counts, start, stop)
+
+
+def _new_entry(out: ScannedResults, res: Any, n: int, source: str,
+               frame_counts: Optional[Mapping[Any, int]]) -> tuple[ResultEntry, int]:
+    """Check prediction ``n``'s keys and score, note a score or a frame count out of line; the
+    entry and its position in ``out.entries``."""
+    entry = _entry(res, n, source, frame_counts)
+    position = len(out.entries)
+    if not 0.0 <= entry.score <= 1.0:
+        out.out_of_range.append(position)
+    if frame_counts is not None and len(entry.segmentations) != frame_counts[entry.video_id]:
+        out.wrong_length.append(position)
+    out.entries.append(entry)
+    return entry, position
+
+
+def _scan_usual(results: list, source: str, frame_counts: Optional[Mapping[Any, int]], start: int,
+                stop: int) -> Optional[ScannedResults]:
+    """:func:`scan_results` when every mask has the usual form, else None (also on any error: the
+    mask-by-mask scan then finds the first one in results order)."""
+    out = ScannedResults([], [], [], [], [], [], [])
+    masks: list = []
+    try:
+        for n in range(start, stop):
+            res = results[n]
+            entry, position = _new_entry(out, res, n, source, frame_counts)
+            segs = res["segmentations"]
+            frames = [f for f, seg in enumerate(segs) if seg is not None]
+            if frames:
+                here = [segs[f] for f in frames]
+                out.counts.extend([seg["counts"] for seg in here])  # TypeError, KeyError: not a usual mask
+                out.sizes.extend([seg["size"] for seg in here])
+                masks.extend(here)
+                out.mask_frame.extend(frames)
+                out.mask_entry.extend([position] * len(frames))
+                entry.segmentations = list(segs)
+    except (CrossVISError, TypeError, KeyError, IndexError):
+        return None
+    if not masks:
+        return out
+    if (set(map(type, masks)) != {dict} or set(map(type, out.counts)) != {str}
+            or not all(map(str.isascii, out.counts))
+            or set(map(type, out.sizes)) != {list} or set(map(len, out.sizes)) != {2}):
+        return None
+    flat = list(chain.from_iterable(out.sizes))
+    if set(map(type, flat)) != {int}:
+        return None
+    try:
+        table = np.array(flat, dtype=np.int64).reshape(-1, 2)
+    except OverflowError:
+        return None
+    if table.min() < 0 or table.max() > MAX_PIXELS or (table[:, 0] * table[:, 1]).max() > MAX_PIXELS:
+        return None
+    out.size_table = table
+    return out
+
+
+def _scan_each(results: list, source: str, frame_counts: Optional[Mapping[Any, int]], start: int,
+               stop: int) -> ScannedResults:
+    """:func:`scan_results` mask by mask."""
     out = ScannedResults([], [], [], [], [], [], [])
     mask_entry, mask_frame, counts, sizes = out.mask_entry, out.mask_frame, out.counts, out.sizes
     for n in range(start, stop):
         res = results[n]
-        entry = _entry(res, n, source, frame_counts)
-        position = len(out.entries)
-        if not 0.0 <= entry.score <= 1.0:
-            out.out_of_range.append(position)
-        if frame_counts is not None and len(entry.segmentations) != frame_counts[entry.video_id]:
-            out.wrong_length.append(position)
+        entry, position = _new_entry(out, res, n, source, frame_counts)
         segs = entry.segmentations
         for f, seg in enumerate(res["segmentations"]):
             if type(seg) is dict:  # the usual case, inline: {"size": [h, w] ints, "counts": ASCII str}
@@ -157,7 +221,6 @@ def scan_results(results: list, source: str, frame_counts: Optional[Mapping[Any,
             mask_frame.append(f)
             counts.append(rle["counts"])
             sizes.append(rle["size"])
-        out.entries.append(entry)
     return out
 
 

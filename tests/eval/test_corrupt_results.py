@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crossvis.cli import main
@@ -93,3 +94,35 @@ def test_uncompressed_and_polygon_masks_are_named(tmp_path, capsys):
     results[0]["segmentations"][0] = [[0, 0, 10, 0, 10, 10]]
     code, _, err, _ = evaluate(tmp_path, results, capsys)
     assert code == 2 and "prediction #0 frame 0 (video_id 1): a mask must be compressed RLE" in err
+
+
+def test_the_first_corrupt_mask_is_named_whichever_category_it_is_in():
+    """Masks with ground truth to meet and masks without are decoded in separate batches; the
+    error still names the first corrupt mask in results order."""
+    from pycocotools import mask as mask_utils
+
+    from crossvis.errors import CrossVISError
+    from crossvis.eval import YTVISEvaluator
+
+    box = np.zeros((6, 8), dtype=np.uint8, order="F")
+    box[1:4, 2:6] = 1
+    rle = mask_utils.encode(box)
+    good = {"size": [6, 8], "counts": rle["counts"].decode()}
+    bad = {"size": [6, 8], "counts": good["counts"][:-1]}  # the last run left out: the total is short
+    other_bad = {"size": [6, 8], "counts": good["counts"] + "0a"}  # runs past the mask
+    gt = {"videos": [{"id": 1, "height": 6, "width": 8, "length": 2, "file_names": ["a.jpg", "b.jpg"]}],
+          "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+          "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [good, good],
+                           "areas": [12, 12], "bboxes": [[2, 1, 4, 3]] * 2}]}
+    results = [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [good, good]},
+               {"video_id": 1, "category_id": 2, "score": 0.8, "segmentations": [good, bad]},  # no dog here
+               {"video_id": 1, "category_id": 1, "score": 0.7, "segmentations": [other_bad, good]}]
+    with pytest.raises(CrossVISError, match=r"prediction #1 frame 1 \(video_id 1\): compressed RLE"):
+        YTVISEvaluator(gt).evaluate(results)
+    results[1]["category_id"] = 1  # now both meet the ground truth: still #1
+    with pytest.raises(CrossVISError, match=r"prediction #1 frame 1 "):
+        YTVISEvaluator(gt).evaluate(results)
+    results[2]["segmentations"][0] = good
+    results[1]["category_id"] = 2
+    results[1]["segmentations"][1] = good
+    assert YTVISEvaluator(gt).evaluate(results)["AP"] > 0.99
