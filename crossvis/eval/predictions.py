@@ -31,10 +31,9 @@ from crossvis.parallel import forked_map
 
 __all__ = ["prepare_predictions", "prepare_predictions_file", "PARALLEL_MIN_PREDICTIONS", "PARALLEL_MIN_BYTES"]
 
-#: Fewer predictions than this are scored in-process: starting two workers (20-40 ms) would cost
-#: more than it saves.
+#: Fewer predictions than this are scored in-process: splitting them would cost more than it saves.
 PARALLEL_MIN_PREDICTIONS = 400
-#: Slices per worker (small slices even out the load; each costs a task round trip).
+#: Slices per worker (dealt out in turn, so that a file whose cost varies along it is shared evenly).
 _SLICES_PER_WORKER = 4
 
 

@@ -153,7 +153,7 @@ def check_compressed(counts: Sequence[bytes | str], sizes: Sequence[Sequence[int
 
 
 _CHUNK_CHARS = 1 << 17  # characters decoded at once: the temporaries stay in cache (measured fastest)
-#: Fewer chunks than this are decoded in-process: a chunk takes ~1-3 ms, starting two workers 20-40 ms.
+#: Fewer chunks than this are decoded in-process: a chunk takes ~1-3 ms, too little to split a few.
 PARALLEL_MIN_CHUNKS = 24
 
 
