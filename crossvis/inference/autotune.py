@@ -405,12 +405,23 @@ class TunedInference:
         self.model, self.settings, self.cache_path = model.eval(), settings, cache_path
         self.result: Optional[TuneResult] = None
         self._weights_version: Optional[int] = None
+        # A module with per-video state (a temporal neck) must run in the model's own network: the
+        # backends run copies or exports of it, which the predictor's reset would not reach (and the
+        # tuning frames would become the video's past).
+        stateful = sorted({type(m).__name__ for m in model.modules() if callable(getattr(m, "reset_stream", None))})
+        self.stateful = bool(stateful)
+        if stateful:
+            logger.warning("inference.fast: the network keeps per-video state (%s), which the fast backends "
+                           "(copies or exports of the network) cannot carry; running the model's own network",
+                           ", ".join(stateful))
 
     def predict(self, images: Sequence[Tensor]) -> list[FrameDetections]:
         """Detections for uint8 RGB frames [3, H, W] at their original sizes (as ``model.predict``)."""
         if not images:
             return []
         model = self.model
+        if self.stateful:
+            return model.predict(images)
         with torch.inference_mode():
             resized = [model.preprocessor.resize_for_test(im.to(model.device)) for im in images]
             batch, sizes = model.preprocessor.batch(resized)

@@ -80,3 +80,21 @@ def test_predictor_resets_the_calibration_stream_per_video():
     alone = list(predictor.track(frames[1:2]))[0]
     assert not torch.equal(alone.scores, first[1][0])
     assert len(first[0][1]) > 0
+
+
+def test_the_fast_path_keeps_the_calibration_stream(caplog):
+    """inference.fast on a model with a temporal neck: its backends would run copies of the network
+    whose state the per-video reset does not reach; it runs the model's own network instead, with a
+    warning, and tracks exactly as the default path."""
+    recipe = tiny_recipe(neck=CALIBRATED_NECK)
+    recipe["tracker"] = {"type": "memory_bank", "start_score_threshold": 0.0}
+    torch.manual_seed(0)
+    plain = Predictor(recipe)
+    fast = Predictor({**recipe, "inference": {"fast": True, "cache": False}})
+    fast.model.load_state_dict(plain.model.state_dict())
+    assert "per-video state (TemporalCalibrationNeck)" in caplog.text
+    videos = [synthetic_frames(3, 64, 80, seed=s) for s in (0, 1)]
+    for frames in videos:
+        for a, b in zip(plain.track(frames), fast.track(frames)):
+            assert torch.equal(a.scores, b.scores) and torch.equal(a.track_ids, b.track_ids)
+            assert torch.equal(a.masks, b.masks)
