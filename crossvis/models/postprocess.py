@@ -108,13 +108,17 @@ class CondInstPostProcessor(nn.Module):
         for level, stride in enumerate(self.strides):
             cls = outputs.cls_logits[level][i]
             w = cls.shape[-1]
-            prob = cls.reshape(cls.shape[0], -1).t().sigmoid()
+            num_classes = cls.shape[0]
+            prob = cls.reshape(num_classes, -1).t().sigmoid()
             prob *= outputs.ctrness[level][i].reshape(-1, 1).sigmoid()
-            loc_idx, labels = torch.nonzero(prob > self.score_threshold, as_tuple=True)
-            scores = prob[loc_idx, labels]
+            # flat (location, class) indices: a 1-d gather, and the division only for the kept ones
+            flat = prob.reshape(-1)
+            picked = torch.nonzero(flat > self.score_threshold).squeeze(1)
+            scores = flat[picked]
             if scores.numel() > self.pre_nms_topk:
                 scores, top = scores.topk(self.pre_nms_topk, sorted=False)
-                loc_idx, labels = loc_idx[top], labels[top]
+                picked = picked[top]
+            loc_idx, labels = picked.div(num_classes, rounding_mode="floor"), picked.remainder(num_classes)
             locations = torch.stack(((loc_idx % w) * stride, (loc_idx // w) * stride), dim=1).float() + stride // 2
             reg = outputs.bbox_reg[level][i].reshape(4, -1)[:, loc_idx].t() * stride
             per_level.append(Candidates(
