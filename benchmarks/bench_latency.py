@@ -226,10 +226,43 @@ def run_latency(args: argparse.Namespace) -> int:
         print(format_candidates(arch, table, reference))
         print()
     print(bench.format_rows(rows, reference))
+    targets = format_targets(rows, reference)
+    if targets:
+        print()
+        print(targets)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.as_dict() for r in rows], f, indent=1)
     return 0
+
+
+#: issue 13's targets against torchvision FCOS fp32 (the mean of its timings before and after)
+PIPELINE_FP32_TARGET = 1.15
+FAST_TARGET = 0.5
+
+
+def format_targets(rows: list, reference: "bench.BenchResult | None") -> str:
+    """Per CrossVIS arch with both pipeline rows: the fp32 and fast pipelines against the reference
+    (FCOS fp32) and each other, with the targets they are held to; '' without them."""
+    if reference is None:
+        return ""
+    lines = []
+    for name in dict.fromkeys(r.name for r in rows if r.name.startswith("crossvis-")):
+        fp32 = next((r for r in rows if r.name == name and r.mode.startswith("pipeline-fp32")), None)
+        fast = next((r for r in rows if r.name == name and r.mode.startswith("pipe-")), None)
+        if fp32 is None or fast is None:
+            continue
+
+        def verdict(value: float, limit: float, strict: bool = False) -> str:
+            ok = value < limit if strict else value <= limit
+            return f"{value:.2f} ({'<' if strict else '<='} {limit:g}: {'met' if ok else 'NOT met'})"
+
+        lines.append(f"{name} targets (FCOS fp32 {reference.median_ms:.1f} ms, {reference.mode}): "
+                     f"pipeline fp32 / FCOS {verdict(fp32.median_ms / reference.median_ms, PIPELINE_FP32_TARGET)}; "
+                     f"fast pipeline ({fast.mode.removeprefix('pipe-')}) / FCOS "
+                     f"{verdict(fast.median_ms / reference.median_ms, FAST_TARGET)}; "
+                     f"fast / fp32 pipeline {verdict(fast.median_ms / fp32.median_ms, 1.0, strict=True)}")
+    return "\n".join(lines)
 
 
 def _all_backends() -> list[str]:

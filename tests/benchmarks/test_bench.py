@@ -52,6 +52,23 @@ def test_format_rows_ratio_column():
     assert lines[1].split()[-2:] == ["1.00", "1.00"] and lines[2].split()[-2:] == ["1.50", "1.25"]
 
 
+def test_the_targets_line_holds_each_pipeline_to_its_target():
+    import bench_latency
+
+    ref = BenchResult("torchvision-fcos", "fp32 before+after", 400.0, 390.0, 410.0, 800.0, 5, 2, 100)
+    rows = [ref, BenchResult("crossvis-r50", "network-fp32", 430.0, 0, 0, 0, 5, 2),
+            BenchResult("crossvis-r50", "pipeline-fp32:openvino", 464.0, 0, 0, 0, 5, 2),
+            BenchResult("crossvis-r50", "pipe-auto:bf16", 204.0, 0, 0, 0, 5, 2),
+            BenchResult("crossvis-dla34", "pipeline-fp32", 300.0, 0, 0, 0, 5, 2),
+            BenchResult("crossvis-dla34", "pipe-auto:fp32", 300.0, 0, 0, 0, 5, 2)]
+    r50, dla = bench_latency.format_targets(rows, ref).splitlines()
+    assert "pipeline fp32 / FCOS 1.16 (<= 1.15: NOT met)" in r50  # 464 / 400
+    assert "fast pipeline (auto:bf16) / FCOS 0.51 (<= 0.5: NOT met)" in r50
+    assert "fast / fp32 pipeline 0.44 (< 1: met)" in r50
+    assert "/ FCOS 0.75 (<= 1.15: met)" in dla and "fast / fp32 pipeline 1.00 (< 1: NOT met)" in dla
+    assert bench_latency.format_targets(rows[:3], ref) == "" and bench_latency.format_targets(rows, None) == ""
+
+
 def test_evaluator_benchmark_runs_its_cli_timing_on_distinct_masks():
     """bench_evaluator.py end to end on a tiny set: the analytic ellipse RLE decodes to the raster
     ellipse, and the whole-command timing scores the same AP as the in-process run."""
