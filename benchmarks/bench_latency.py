@@ -255,7 +255,7 @@ def format_targets(rows: list, reference: "bench.BenchResult | None") -> str:
 
         def verdict(value: float, limit: float, strict: bool = False) -> str:
             ok = value < limit if strict else value <= limit
-            return f"{value:.2f} ({'<' if strict else '<='} {limit:g}: {'met' if ok else 'NOT met'})"
+            return f"{value:.3f} ({'<' if strict else '<='} {limit:g}: {'met' if ok else 'NOT met'})"
 
         lines.append(f"{name} targets (FCOS fp32 {reference.median_ms:.1f} ms, {reference.mode}): "
                      f"pipeline fp32 / FCOS {verdict(fp32.median_ms / reference.median_ms, PIPELINE_FP32_TARGET)}; "

@@ -74,8 +74,13 @@ def synthetic_frames(num: int, height: int = 360, width: int = 640, seed: int = 
     return frames
 
 
-def crossvis_model(arch: str, num_detections: int = 100, num_classes: int = 40) -> nn.Module:
-    """An official-layout CrossVIS model with random weights that yields ``num_detections`` per frame."""
+def crossvis_model(arch: str, num_detections: int = 100, num_classes: int = 40, seed: int = 0) -> nn.Module:
+    """An official-layout CrossVIS model with random weights (drawn from ``seed``, the global
+    generator untouched) that yields ``num_detections`` per frame.
+
+    The same weights in every row: how many detections the tracker keeps, and so how many masks
+    are pasted and encoded, depends on them (36-90 of 100 a frame over unseeded draws).
+    """
     from crossvis.deploy.convert import official_recipe
     from crossvis.models import build_model
 
@@ -83,7 +88,9 @@ def crossvis_model(arch: str, num_detections: int = 100, num_classes: int = 40) 
         raise CrossVISError(f"unknown benchmark architecture {arch!r}; use one of {', '.join(ARCHS)}")
     recipe = official_recipe(arch, num_classes=num_classes)
     recipe["model"]["max_detections"] = int(num_detections)
-    model = build_model(recipe).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(recipe).eval()
     with torch.no_grad():
         model.network.head.cls_logits.bias.zero_()
         model.network.head.ctrness.bias.zero_()

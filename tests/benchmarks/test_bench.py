@@ -62,10 +62,10 @@ def test_the_targets_line_holds_each_pipeline_to_its_target():
             BenchResult("crossvis-dla34", "pipeline-fp32", 300.0, 0, 0, 0, 5, 2),
             BenchResult("crossvis-dla34", "pipe-auto:fp32", 300.0, 0, 0, 0, 5, 2)]
     r50, dla = bench_latency.format_targets(rows, ref).splitlines()
-    assert "pipeline fp32 / FCOS 1.16 (<= 1.15: NOT met)" in r50  # 464 / 400
-    assert "fast pipeline (auto:bf16) / FCOS 0.51 (<= 0.5: NOT met)" in r50
-    assert "fast / fp32 pipeline 0.44 (< 1: met)" in r50
-    assert "/ FCOS 0.75 (<= 1.15: met)" in dla and "fast / fp32 pipeline 1.00 (< 1: NOT met)" in dla
+    assert "pipeline fp32 / FCOS 1.160 (<= 1.15: NOT met)" in r50  # 464 / 400
+    assert "fast pipeline (auto:bf16) / FCOS 0.510 (<= 0.5: NOT met)" in r50
+    assert "fast / fp32 pipeline 0.440 (< 1: met)" in r50
+    assert "/ FCOS 0.750 (<= 1.15: met)" in dla and "fast / fp32 pipeline 1.000 (< 1: NOT met)" in dla
     assert bench_latency.format_targets(rows[:3], ref) == "" and bench_latency.format_targets(rows, None) == ""
 
 
