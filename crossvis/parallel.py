@@ -5,9 +5,9 @@ reads (parsed JSON, decoded tracks) without pickling; only the results come back
 a pipe. Used where the work is large, pure Python/NumPy and split into independent items of about
 equal cost: the RLE checks of a results file and the evaluator's scoring of results pieces. The
 calling process computes a share itself, so ``workers`` processes run in all (``workers - 1``
-forks; no process pool to import and start, which cost ~20 ms of a ~0.5 s command). Where ``fork``
-is unavailable (Windows, macOS's default), or for one worker, the map runs in the calling process;
-the results are identical either way.
+forks; no process pool to import and start, which cost ~20 ms of a ~0.5 s command). Where there
+is no ``fork`` (Windows), or for one worker, the map runs in the calling process; the results are
+identical either way.
 """
 from __future__ import annotations
 
@@ -93,6 +93,13 @@ def _run_worker(function: Callable[[int], object], items: range, write: int) -> 
     global _IN_WORKER
     _IN_WORKER = True
     try:
+        try:
+            # the caller's handlers (e.g. a training run's graceful stop) are not the worker's: SIGTERM
+            # from the caller (see _stop) and Ctrl-C must end it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        except ValueError:  # not the main thread (forked from another thread)
+            pass
         try:
             payload = pickle.dumps((None, [function(i) for i in items]), protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the caller

@@ -75,3 +75,28 @@ def test_a_worker_error_is_raised_in_the_caller():
     with pytest.raises(ValueError, match="item 5 is bad"):
         forked_map(fails_at_five, 10, workers=5)  # 5 is the caller's: the workers are stopped
     assert not _children_left()
+
+
+def test_workers_end_on_sigterm_whatever_handler_the_caller_has():
+    """The caller's own SIGTERM handler (a training run's graceful stop) is not inherited as such:
+    when the caller's share fails, its workers are stopped at once, not run to their end."""
+    if not can_fork():
+        pytest.skip("no fork on this platform")
+    import time
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a handler that ignores the signal
+    try:
+        def slow_worker_failing_caller(i):
+            if i == 0:
+                time.sleep(0.2)
+                raise ValueError("the caller's item failed")
+            time.sleep(30)
+            return i
+
+        start = time.perf_counter()
+        with pytest.raises(ValueError, match="caller's item"):
+            forked_map(slow_worker_failing_caller, 2, workers=2)
+        assert time.perf_counter() - start < 10
+        assert not _children_left()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

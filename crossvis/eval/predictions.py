@@ -24,7 +24,8 @@ from crossvis.eval.annotations import GroundTruth, GroundTruthMasks
 from crossvis.eval.intersections import column_pieces, intersections
 from crossvis.eval.tracks import Track
 from crossvis.formats.jsonfile import array_pieces, map_file, parse_json, read_bytes
-from crossvis.formats.results import ResultEntry, ScannedResults, check_results_list, report_results, rle_error, scan_results
+from crossvis.formats.results import (ResultEntry, ScannedResults, check_results_list, report_results, rle_error,
+                                      scan_results)
 from crossvis.formats.rle import chunk_bounds, describe_problem
 from crossvis.formats.rle_decode import decode_compressed
 from crossvis.parallel import forked_map
@@ -283,7 +284,8 @@ def _pairs(masks: GroundTruthMasks, group: np.ndarray, frame: np.ndarray, string
 
 def _decode_and_intersect(strings: list, heights: np.ndarray, widths: np.ndarray, pairs: _Pairs,
                           masks: GroundTruthMasks) -> tuple[np.ndarray, np.ndarray, Optional[tuple[int, str]]]:
-    """Decode the distinct masks ``strings`` (their sizes ``heights``/``widths``) in cache-sized batches and intersect each with the ground-truth masks of its pairs.
+    """Decode the distinct masks ``strings`` (their sizes ``heights``/``widths``) in cache-sized
+    batches and intersect each with the ground-truth masks of its pairs.
 
     The strings with pairs are decoded in batches of their own, with their foreground intervals;
     the others (predictions in a category absent from their video: often most of them) only for
