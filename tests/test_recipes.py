@@ -142,3 +142,34 @@ def test_strings_that_our_loader_reads_as_floats_are_dumped_quoted(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(dump_recipe(values))
     assert dict(load_recipe(path)) == values
+
+
+def test_the_condinst_constants_have_one_home():
+    """The official CondInst / R-50-FPN values are written once (the packaged
+    official_condinst_common.yaml and official_r50_fpn.yaml): the official CrossVIS recipes and the
+    example CondInst / CrossVIS recipes inherit them, and no other recipe file restates them."""
+    from pathlib import Path
+
+    from crossvis.recipes import builtin_recipe_dir
+
+    root = Path(__file__).resolve().parents[1]
+    homes = {builtin_recipe_dir() / "official_condinst_common.yaml", builtin_recipe_dir() / "official_r50_fpn.yaml"}
+    common = {k: v for home in homes for k, v in yaml.safe_load(home.read_text())["model"].items()}
+    for name in ("crossvis:official_crossvis_R50", "crossvis:official_crossvis_R101",
+                 str(root / "examples/recipes/_base_/models/condinst_R50.yaml"),
+                 str(root / "examples/recipes/crossvis_R50_1x.yaml")):
+        model = load_recipe(name)["model"]
+        for key, value in common.items():
+            if key in ("backbone", "head"):  # R-101 changes the depth; CrossVIS adds embed_dim
+                assert {k: model[key][k] for k in value if k != "depth"} == \
+                    {k: v for k, v in value.items() if k != "depth"}, (name, key)
+            else:
+                assert model[key] == value, (name, key)
+    files = [*builtin_recipe_dir().glob("*.yaml"), *(root / "examples" / "recipes").rglob("*.yaml")]
+    for path in files:
+        if path in homes:
+            continue
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        # the structured values (a scalar such as score_threshold 0.05 may agree by coincidence)
+        restated = [k for k, v in model.items() if k in common and v == common[k] and isinstance(v, (dict, list))]
+        assert not restated, f"{path.name} restates {restated}: inherit them instead"
