@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # annotations only: `crossvis --help` imports no numpy
 
 
 def add_parser(subparsers) -> None:
+    from crossvis.commands.recipe import add_inference_arguments
+
     parser = subparsers.add_parser(
         "demo", help="track instances in your own video and write overlays, masks and results",
         description="Run a model online on INPUT (a video file or a folder of frames, any size) and write "
@@ -38,13 +40,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate of the overlay video, 0 < FPS <= 1000 (default: the input's, 10 for "
                              "a frame folder)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
-                        help="override recipe keys, e.g. --set tracker.max_age=30")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads (default: runtime.num_threads of the recipe; 0 = the physical cores "
-                             "available to this process)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_inference_arguments(parser, "tracker.max_age=30")
     parser.add_argument("--force", action="store_true",
                         help="replace frames/, masks/, overlay.mp4, results.json, video.json in OUT that an "
                              "earlier `crossvis demo` did not write")

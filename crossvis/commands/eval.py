@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
+    from crossvis.commands.recipe import add_inference_arguments
+
     parser = subparsers.add_parser(
         "eval", help="run online inference on data.test and write results (+ metrics with ground truth)",
         description="Track every video of the recipe's data.test online and write DIR/results.json, "
@@ -15,13 +17,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML (the one the checkpoint was trained with)")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="model weights (.pth)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
-                        help="override recipe keys, e.g. --set data.test.annotations=valid.json tracker.max_age=30")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads (default: runtime.num_threads of the recipe; 0 = the physical cores "
-                             "available to this process)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_inference_arguments(parser, "data.test.annotations=valid.json tracker.max_age=30")
     parser.add_argument("--force", action="store_true",
                         help="replace results.json / results.zip / metrics.json in DIR that an earlier "
                              "`crossvis eval` did not write (the files of an earlier eval there are always "

@@ -4,10 +4,21 @@ from __future__ import annotations
 import argparse
 
 
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
+def add_set_argument(parser: argparse.ArgumentParser, example: str = "solver.max_iter=100") -> None:
     """The shared ``--set k=v [k=v ...]`` option (repeatable; values parsed as YAML scalars)."""
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                        metavar="KEY=VALUE", help="override recipe values, e.g. --set solver.max_iter=100")
+                        metavar="KEY=VALUE", help=f"override recipe values, e.g. --set {example}")
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The options of the commands that run a model on videos (``eval``, ``demo``): ``--set``,
+    ``--device``, ``--threads`` (read with :func:`overrides_with_threads`) and ``--no-progress``."""
+    add_set_argument(parser, example)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: runtime.device of the recipe)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: runtime.num_threads of the recipe; 0 = the physical cores "
+                             "available to this process)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
