@@ -50,8 +50,7 @@ def forked_map(function: Callable[[int], T], count: int, workers: int) -> list[T
     if workers <= 1 or count < 2 or _IN_WORKER or not can_fork():
         return [function(i) for i in range(count)]
     processes = min(workers, count)
-    sys.stdout.flush()  # what is buffered now must not be written again by a worker
-    sys.stderr.flush()
+    _flush_std()  # what is buffered now must not be written again by a worker
     children: list[tuple[int, int, Optional[int]]] = []  # (process number, pid, read end of its results pipe)
     try:
         for p in range(1, processes):
@@ -110,10 +109,18 @@ def _run_worker(function: Callable[[int], object], items: range, write: int) -> 
         view = memoryview(payload)
         while view:
             view = view[os.write(write, view):]
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_std()
     finally:
         os._exit(0)
+
+
+def _flush_std() -> None:
+    """Flush stdout and stderr where they can be (a closed pipe or a missing stream is no error here)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def _read_all(fd: int) -> bytes:
