@@ -47,7 +47,7 @@ from crossvis.structures import FrameDetections
 
 __all__ = ["AutotuneSettings", "CandidateReport", "TuneResult", "DEFAULT_CANDIDATES", "autotune_settings",
            "autotune", "mask_agreement", "cpu_model", "model_fingerprint", "cache_key", "cache_file",
-           "TunedInference", "summarize", "FP32_LAYOUTS", "default_runner"]
+           "TunedInference", "summarize", "FP32_LAYOUTS", "default_runner", "stateful_modules"]
 
 logger = logging.getLogger(__name__)
 
@@ -369,6 +369,12 @@ FP32_LAYOUTS = AutotuneSettings(candidates=("fp32-cl", "fp32-fused", "onnxruntim
                                 tune_frames=1, rounds=3)
 
 
+def stateful_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that keep per-video state: those with a ``reset_stream`` method
+    (temporal necks, :mod:`crossvis.calibration`), which the predictor calls at every new video."""
+    return [m for m in model.modules() if callable(getattr(m, "reset_stream", None))]
+
+
 def default_runner(model: nn.Module) -> Optional["TunedInference"]:
     """The default per-frame runner of the online predictor: :data:`FP32_LAYOUTS`, or None.
 
@@ -378,7 +384,7 @@ def default_runner(model: nn.Module) -> Optional["TunedInference"]:
     """
     if not all(hasattr(model, part) for part in ("preprocessor", "network", "postprocessor")):
         return None
-    if any(callable(getattr(m, "reset_stream", None)) for m in model.modules()):
+    if stateful_modules(model):
         return None
     return TunedInference(model, FP32_LAYOUTS)
 
@@ -408,7 +414,7 @@ class TunedInference:
         # A module with per-video state (a temporal neck) must run in the model's own network: the
         # backends run copies or exports of it, which the predictor's reset would not reach (and the
         # tuning frames would become the video's past).
-        stateful = sorted({type(m).__name__ for m in model.modules() if callable(getattr(m, "reset_stream", None))})
+        stateful = sorted({type(m).__name__ for m in stateful_modules(model)})
         self.stateful = bool(stateful)
         if stateful:
             logger.warning("inference.fast: the network keeps per-video state (%s), which the fast backends "

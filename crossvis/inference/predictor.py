@@ -86,9 +86,10 @@ class OnlinePredictor:
         """Start a new video: forget the tracks and the accumulated results."""
         self.tracker.reset()
         self.accumulator.reset()
-        for module in self.model.modules():  # temporal necks (crossvis.calibration) forget the last frame
-            if callable(getattr(module, "reset_stream", None)):
-                module.reset_stream()
+        from crossvis.inference.autotune import stateful_modules
+
+        for module in stateful_modules(self.model):  # temporal necks (crossvis.calibration) forget the last frame
+            module.reset_stream()
 
     def track(self, frames: Iterable[np.ndarray]) -> Iterator[TrackedInstances]:
         """Track the instances of one video, frame by frame (the state is reset first).
