@@ -131,13 +131,46 @@ class DynamicMaskHead(nn.Module):
     def _logits(self, mask_feats: Tensor, grid: Optional[Tensor], params: Tensor, locations: Tensor,
                 levels: Tensor, im_inds: Tensor) -> Tensor:
         """float [n, 1, h·w] logits of the dynamic layers for n instances, as batched matmuls."""
-        x = self._inputs(mask_feats, grid, locations, levels, im_inds)
         weights, biases = self.parse_params(params)
-        for layer, (weight, bias) in enumerate(zip(weights, biases)):
-            x = torch.baddbmm(bias, weight, x)
-            if layer < self.num_layers - 1:
-                x = torch.relu(x)
+        if mask_feats.dtype in (torch.float32, torch.float64) and params.dtype == mask_feats.dtype:
+            x = self._first_layer(mask_feats, grid, weights[0], biases[0], locations, levels, im_inds)
+        else:  # 16-bit: the folded terms (location, grid: hundreds of pixels) cancel where rel is small
+            x = torch.baddbmm(biases[0], weights[0], self._inputs(mask_feats, grid, locations, levels, im_inds))
+        for layer in range(1, self.num_layers):
+            x = torch.baddbmm(biases[layer], weights[layer], x.relu_())
         return x
+
+    def _first_layer(self, mask_feats: Tensor, grid: Optional[Tensor], weight: Tensor, bias: Tensor,
+                     locations: Tensor, levels: Tensor, im_inds: Tensor) -> Tensor:
+        """Layer 0 (before its ReLU) as one matrix product per image over inputs the instances share.
+
+        The relative coordinates are linear in the instance's location:
+        ``W_rel · (loc − grid) / soi = (W_rel / soi) · loc − (W_rel / soi) · grid``, so the first term
+        joins the bias and the second is a product with the image's grid, like the features'
+        ``W_feat · feats``. Every instance then multiplies the same [2 + C, h·w] input
+        ``[feats; grid]`` instead of its own copy with its own coordinates (the same values up to
+        float rounding; float32/float64 only, see :meth:`_logits`).
+
+        Args:
+            weight: [n, out, 2 + C] (or [n, out, C] without relative coordinates); bias: [n, out, 1].
+
+        Returns:
+            float [n, out, h·w].
+        """
+        _, c, h, w = mask_feats.shape
+        n, out_ch, _ = weight.shape
+        feats = mask_feats.reshape(mask_feats.shape[0], c, h * w)
+        if grid is not None:
+            scaled = weight[..., :2] / self.sizes_of_interest[levels].to(weight.dtype).reshape(n, 1, 1)
+            bias = torch.baddbmm(bias, scaled, locations.to(weight.dtype).reshape(n, 2, 1))
+            weight = torch.cat([weight[..., 2:], -scaled], dim=2)               # [n, out, C + 2]
+            grid_rows = grid.t().to(feats.dtype)[None].expand(feats.shape[0], 2, h * w)
+            feats = torch.cat([feats, grid_rows], dim=1)                       # [B, C + 2, h·w]
+        if n and bool((im_inds == im_inds[0]).all()):                             # one image (inference)
+            image = int(im_inds[0])
+            return torch.addmm(bias.reshape(n * out_ch, 1), weight.reshape(n * out_ch, -1),
+                               feats[image]).reshape(n, out_ch, h * w)
+        return torch.baddbmm(bias, weight, feats[im_inds])
 
     def _grouped_logits(self, mask_feats: Tensor, grid: Optional[Tensor], params: Tensor, locations: Tensor,
                         levels: Tensor, im_inds: Tensor) -> Tensor:

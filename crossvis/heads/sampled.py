@@ -48,15 +48,23 @@ def conv2d_at_locations(conv: nn.Conv2d, feature: Tensor, index: Tensor) -> Tens
     if k == 1:
         patches = gather_locations(feature, index)
     else:
-        # the k×k neighbourhood of each location, read in place (no padded copy of the map, which
-        # may be channels-last): taps outside the map read a clamped pixel and are zeroed after
-        height, width = feature.shape[-2:]
+        # the k×k neighbourhood of each location, read in place (no padded copy of the map) with
+        # one index_select over the flat pixels: taps outside the map read a clamped pixel and are
+        # zeroed after
+        channels, height, width = feature.shape
+        n = index.numel()
         offsets = torch.arange(k, device=index.device) - k // 2
         rows = (index // width)[:, None] + offsets          # [K, k]
         cols = (index % width)[:, None] + offsets
         inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        patches = feature[:, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]]
-        patches = (patches * inside).permute(1, 0, 2, 3).reshape(index.numel(), weight.shape[1])
+        taps = (rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]).reshape(-1)
+        if feature.stride(0) == 1 and channels > 1:  # channels-last: a pixel's channels are contiguous
+            patches = feature.permute(1, 2, 0).reshape(height * width, channels).index_select(0, taps)
+            patches = (patches.view(n, k * k, channels) * inside.reshape(n, k * k, 1)).transpose(1, 2)
+        else:
+            patches = feature.reshape(channels, height * width).index_select(1, taps)   # [C, K·k·k]
+            patches = (patches.view(channels, n, k * k) * inside.reshape(1, n, k * k)).transpose(0, 1)
+        patches = patches.reshape(n, weight.shape[1])       # [K, C·k·k] in the weight's (c, dy, dx) order
     if conv.bias is None:
         return patches @ weight.t()
     return torch.addmm(conv.bias, patches, weight.t())

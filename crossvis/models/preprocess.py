@@ -1,7 +1,7 @@
 """Input handling owned by the model: resizing for inference, normalisation, padding."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,20 +54,30 @@ class ImagePreprocessor(nn.Module):
         self.register_buffer("pixel_std", torch.tensor([float(v) for v in pixel_std]).view(3, 1, 1), persistent=False)
 
     def resize_for_test(self, image: Tensor) -> Tensor:
-        """uint8 [3, H, W] → float32 [3, h, w] resized (bilinear, antialiased) to the test size."""
+        """uint8 [3, H, W] → [3, h, w] resized (bilinear, antialiased) to the test size: float32,
+        or ``image`` itself when it already has that size (:meth:`batch` converts it)."""
         h, w = image.shape[-2:]
         size = test_resize_shape(h, w, self.min_size_test, self.max_size_test)
-        x = image.float()
         if size == (h, w):
-            return x
-        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+            return image
+        return F.interpolate(image.float()[None], size=size, mode="bilinear", align_corners=False,
+                             antialias=True)[0]
 
-    def normalize(self, image: Tensor) -> Tensor:
-        """[3, h, w] RGB, 0–255 (uint8 or float) → float32 [3, h, w] normalised in ``input_format``."""
-        x = image.to(device=self.pixel_mean.device, dtype=torch.float32)
+    def normalize(self, image: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        """[3, h, w] RGB, 0–255 (uint8 or float) → float32 [3, h, w] normalised in ``input_format``.
+
+        ``out`` (float32 [3, h, w], e.g. a view into a batch) receives the result. The channels are
+        copied in the network's order while converting, then normalised in place: the same float32
+        operations as ``(x - mean) / std``, without a temporary per step.
+        """
+        if out is None:
+            out = torch.empty(image.shape, dtype=torch.float32, device=self.pixel_mean.device)
         if self.input_format == "BGR":
-            x = x.flip(0)
-        return (x - self.pixel_mean) / self.pixel_std
+            for channel in range(3):
+                out[channel].copy_(image[2 - channel])
+        else:
+            out.copy_(image)
+        return out.sub_(self.pixel_mean).div_(self.pixel_std)
 
     def padded_size(self, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
         d = self.size_divisibility
@@ -90,7 +100,9 @@ class ImagePreprocessor(nn.Module):
                 raise CrossVISError(f"image {i} must be a [3, H, W] RGB tensor, got {shape}")
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
         hp, wp = self.padded_size(sizes)
-        out = torch.zeros((len(images), 3, hp, wp), device=self.pixel_mean.device)
-        for i, image in enumerate(images):
-            out[i, :, : sizes[i][0], : sizes[i][1]] = self.normalize(image)
+        out = torch.empty((len(images), 3, hp, wp), device=self.pixel_mean.device)
+        for i, (image, (h, w)) in enumerate(zip(images, sizes)):
+            self.normalize(image, out[i, :, :h, :w])
+            out[i, :, h:].zero_()
+            out[i, :, :h, w:].zero_()
         return out, sizes

@@ -100,3 +100,27 @@ def test_training_path_equals_explicit_loop_in_values_and_gradients():
         torch.testing.assert_close(got, want)
     with torch.no_grad():
         torch.testing.assert_close(head(mask_feats, 8, params, locations, levels, im_inds), out.detach())
+
+
+def _case(seed, n, images, dtype):
+    g = torch.Generator().manual_seed(seed)
+    mask_feats = torch.randn(images, 8, 12, 20, generator=g, dtype=torch.float64)
+    params = torch.randn(n, 169, generator=g, dtype=torch.float64)
+    locations = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([160.0, 96.0], dtype=torch.float64)
+    levels = torch.randint(0, 5, (n,), generator=g)
+    im_inds = torch.randint(0, images, (n,), generator=g)
+    return mask_feats.to(dtype), params.to(dtype), locations.float(), levels, im_inds
+
+
+def test_one_image_inference_path_equals_the_explicit_loop_in_float32():
+    """One image (the online predictor's case): layer 0 is one matrix product over the shared
+    ``[feats; grid]`` with the coordinates folded into the bias; it equals the explicit loop on
+    relative coordinates computed per pixel (float64) to float32 rounding."""
+    head = DynamicMaskHead(SOI)
+    feats, params, locations, levels, im_inds = _case(3, 9, 1, torch.float32)
+    with torch.inference_mode():
+        out = head(feats, 8, params, locations, levels, im_inds)
+    expected = _explicit(feats.double(), 8, params.double(), locations.double(), levels, im_inds)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-4)
+
