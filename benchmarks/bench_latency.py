@@ -15,11 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if "crossvis" not in sys.modules:  # run as a script: this checkout's library, not an installed one
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from crossvis.threads import set_openmp_defaults  # noqa: E402
+
+set_openmp_defaults()  # before torch loads OpenMP, as the crossvis command does
+import torch  # noqa: E402
 
 import benchlib as bench  # noqa: E402  (benchmarks/benchlib.py)
 from benchlib import backend_accuracy, head_flops  # noqa: E402

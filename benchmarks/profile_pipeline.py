@@ -30,11 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if "crossvis" not in sys.modules:
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from crossvis.threads import set_openmp_defaults  # noqa: E402
+
+set_openmp_defaults()  # before torch loads OpenMP, as the crossvis command does
+import torch  # noqa: E402
 
 import benchlib as bench  # noqa: E402
 

@@ -118,6 +118,9 @@ def _verb(argv: Sequence[str]) -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from crossvis.threads import set_openmp_defaults
+
+    set_openmp_defaults()  # before any command imports torch
     _exit_at_once[0] = False
     try:
         verb = _verb(argv)

@@ -1,5 +1,7 @@
 """Thread defaults: physical cores of the affinity mask, capped by a cgroup quota; explicit values win."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -125,3 +127,18 @@ def test_busy_cpus_reads_proc_stat_and_subtracts_this_process(monkeypatch):
     monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(time, "process_time", lambda: next(own))
     assert threads.busy_cpus(1.0) == pytest.approx(0.75)
+
+
+def _run(code: str, **env) -> list[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=environment).stdout.split()
+
+
+def test_the_cli_shortens_the_openmp_spin_before_torch_loads_and_keeps_a_users_setting():
+    code = ("import os, sys, crossvis.cli as cli; cli.main(['--version']); "
+            "print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)")
+    assert _run(code)[-2:] == [str(threads.OPENMP_SPIN_COUNT), "False"]
+    assert _run(code, GOMP_SPINCOUNT="7")[-2:] == ["7", "False"]
+    late = "import torch, crossvis.threads as t; print(t.set_openmp_defaults())"
+    assert _run(late) == ["False"]  # torch already loaded OpenMP: too late, and it says so

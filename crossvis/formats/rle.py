@@ -23,10 +23,14 @@ from pycocotools import mask as mask_utils
 
 from crossvis.errors import CrossVISError
 from crossvis.formats.rle_decode import PROBLEM_CODES, decode_compressed
+from crossvis.formats.rle_encode import ThreadChoice
 from crossvis.parallel import forked_map
 
 __all__ = ["encode_mask", "encode_masks", "check_size", "check_compressed", "check_uncompressed",
            "describe_problem", "chunk_bounds", "MAX_PIXELS"]
+
+#: how many threads :func:`encode_masks` encodes on, measured in this process
+_THREAD_CHOICE = ThreadChoice()
 
 #: pycocotools stores run lengths as 32-bit unsigned ints, so larger masks cannot be encoded.
 MAX_PIXELS = 2 ** 31 - 1
@@ -48,8 +52,14 @@ def encode_mask(mask: Any) -> dict:
     return encode_masks(mask[None])[0]
 
 
-def encode_masks(masks: Any) -> list[dict]:
-    """Compressed RLE of N binary masks, bool/uint8 [N, H, W] -> N dicts ``{"size": [H, W], "counts": str}``."""
+def encode_masks(masks: Any, threads: int = 1) -> list[dict]:
+    """Compressed RLE of N binary masks, bool/uint8 [N, H, W] -> N dicts ``{"size": [H, W], "counts": str}``.
+
+    ``threads`` > 1 allows encoding slices of the masks on that many threads with pycocotools'
+    own C encoder (:mod:`crossvis.formats.rle_encode`; the same strings), which is used when the
+    first calls measured it faster than one thread. Masks stored column-major (the transposed
+    view of a contiguous [N, W, H] array) are encoded without a transposing copy.
+    """
     masks = _as_numpy(masks)
     if masks.ndim != 3:
         raise CrossVISError(f"encode_masks expects N×H×W masks, got shape {tuple(masks.shape)}")
@@ -57,8 +67,12 @@ def encode_masks(masks: Any) -> list[dict]:
         return []
     binary = masks.view(np.uint8) if masks.dtype == np.bool_ else (masks != 0).view(np.uint8)
     # pycocotools wants a Fortran-ordered H×W×N array, i.e. N×W×H in C order: one transposing copy
-    rles = mask_utils.encode(np.ascontiguousarray(binary.transpose(0, 2, 1)).transpose(2, 1, 0))
-    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+    fortran = np.ascontiguousarray(binary.transpose(0, 2, 1)).transpose(2, 1, 0)
+    h, w = int(masks.shape[1]), int(masks.shape[2])
+    counts = _THREAD_CHOICE.encode(fortran, threads) if threads > 1 else None
+    if counts is None:
+        counts = [r["counts"] for r in mask_utils.encode(fortran)]
+    return [{"size": [h, w], "counts": c.decode("ascii")} for c in counts]
 
 
 def _as_numpy(array: Any) -> np.ndarray:

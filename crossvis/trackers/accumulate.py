@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from crossvis.formats import encode_masks
@@ -67,7 +68,9 @@ class VideoAccumulator:
             return
         if det.masks is None:
             raise CrossVISError("accumulator: detections have no masks; the model must return binary masks")
-        rles = encode_masks(det.masks if keep.numel() == len(det) else det.masks[keep])
+        # on the process's torch threads: the cores the network just used are free while it encodes
+        rles = encode_masks(det.masks if keep.numel() == len(det) else det.masks[keep],
+                            threads=torch.get_num_threads())
         ids = track_ids[keep].tolist()
         scores = det.scores[keep].tolist()
         labels = det.labels[keep].tolist()
