@@ -12,22 +12,21 @@ does not export the functions, makes :func:`encode_counts` return ``None`` (call
 
 More threads are not always faster: right after a parallel torch operation, torch's OpenMP
 threads keep the other cores busy-waiting for a while (see :mod:`crossvis.threads`), and a second
-encoding thread then shares a core with one (measured: 11.7 against 12.1 ms on one thread, and
-6.3 ms once the spin was short). :class:`ThreadChoice` therefore times both on the first calls
+encoding thread then shares a core with one (measured: 11.7 ms on two threads against 12.5 ms on
+one, and 6.3 ms once the spin was short). :class:`ThreadChoice` therefore times both on the first calls
 and keeps the faster.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import logging
-import statistics
-import threading
 import time
 from typing import Any, Callable, Optional
 
 import numpy as np
+
+# ctypes, ctypes.util and threading are imported when first needed: with ctypes.util's
+# subprocess they cost ~5 ms of every `crossvis evaluate`, which never encodes
 
 __all__ = ["encode_counts", "ThreadChoice", "MIN_PIXELS_PER_THREAD"]
 
@@ -38,24 +37,27 @@ logger = logging.getLogger(__name__)
 MIN_PIXELS_PER_THREAD = 1 << 20
 
 
-class _RLE(ctypes.Structure):
-    """``maskApi.h``: ``typedef struct { siz h, w, m; uint *cnts; } RLE;`` (``siz`` = unsigned long)."""
-
-    _fields_ = [("h", ctypes.c_ulong), ("w", ctypes.c_ulong), ("m", ctypes.c_ulong),
-                ("cnts", ctypes.POINTER(ctypes.c_uint))]
-
-
 class _Native:
     """The C functions of pycocotools' ``_mask`` extension and the C library's ``free``."""
 
     def __init__(self, path: str) -> None:
+        import ctypes
+        import ctypes.util
+
+        class RLE(ctypes.Structure):
+            """``maskApi.h``: ``typedef struct { siz h, w, m; uint *cnts; } RLE;`` (``siz``: unsigned long)."""
+
+            _fields_ = [("h", ctypes.c_ulong), ("w", ctypes.c_ulong), ("m", ctypes.c_ulong),
+                        ("cnts", ctypes.POINTER(ctypes.c_uint))]
+
+        self.ctypes, self.rle = ctypes, RLE
         lib = ctypes.CDLL(path)  # CDLL: every call releases the GIL
         self.encode, self.to_string, self.free_rle = lib.rleEncode, lib.rleToString, lib.rleFree
-        self.encode.argtypes = [ctypes.POINTER(_RLE), ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        self.encode.argtypes = [ctypes.POINTER(RLE), ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         self.encode.restype = None
-        self.to_string.argtypes = [ctypes.POINTER(_RLE)]
+        self.to_string.argtypes = [ctypes.POINTER(RLE)]
         self.to_string.restype = ctypes.c_void_p  # a malloc'd char*, freed below
-        self.free_rle.argtypes = [ctypes.POINTER(_RLE)]
+        self.free_rle.argtypes = [ctypes.POINTER(RLE)]
         self.free_rle.restype = None
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         self.free = libc.free
@@ -63,8 +65,8 @@ class _Native:
 
     def encode_slice(self, base: int, h: int, w: int, start: int, stop: int, out: list) -> None:
         """Compressed counts (bytes) of masks ``start:stop`` of the buffer at ``base`` into ``out``."""
-        count = stop - start
-        rles = (_RLE * count)()
+        ctypes, count = self.ctypes, stop - start
+        rles = (self.rle * count)()
         try:
             self.encode(rles, base + start * h * w, h, w, count)
             for i in range(count):
@@ -111,6 +113,8 @@ def encode_counts(masks: np.ndarray, threads: int) -> Optional[list[bytes]]:
     Returns:
         one ``bytes`` counts string per mask, as ``pycocotools.mask.encode(masks)[i]["counts"]``.
     """
+    import threading
+
     h, w, n = masks.shape
     if (masks.dtype != np.uint8 or not masks.flags.f_contiguous or h * w == 0 or n == 0
             or (native := _native()) is None):
@@ -163,7 +167,7 @@ class ThreadChoice:
         counts = {used: len(self._timings.get((threads, used), ())) for used in (1, threads)}
         if min(counts.values()) < self.TRIALS:
             return min(counts, key=lambda used: (counts[used], -used))  # fewer timings first, then more threads
-        medians = {used: statistics.median(self._timings[(threads, used)]) for used in (1, threads)}
+        medians = {used: float(np.median(self._timings[(threads, used)])) for used in (1, threads)}
         self._chosen[threads] = min(medians, key=lambda used: (medians[used], used))
         logger.debug("RLE encoding on %d thread(s): %s ns/pixel", self._chosen[threads],
                      {u: round(m * 1e9, 3) for u, m in medians.items()})
