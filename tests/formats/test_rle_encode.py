@@ -16,7 +16,7 @@ def _fortran(masks: np.ndarray) -> np.ndarray:
 
 def _official(masks: np.ndarray) -> list[dict]:
     """pycocotools.mask.encode on bool [N, H, W], strings decoded."""
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    rles = mask_utils.encode(_fortran(masks))
     return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
@@ -91,10 +91,10 @@ def test_a_failing_slice_raises_in_the_caller(monkeypatch):
 
 
 class _Clock:
-    """A clock that advances by the time a fake encode of ``used`` threads takes per pixel."""
+    """A clock that advances, when read, by the time the fake encode before it set in ``pending``."""
 
-    def __init__(self, ns_per_pixel: dict) -> None:
-        self.now, self.ns_per_pixel, self.pending = 0.0, ns_per_pixel, 0.0
+    def __init__(self) -> None:
+        self.now, self.pending = 0.0, 0.0
 
     def __call__(self) -> float:
         self.now += self.pending
@@ -105,7 +105,7 @@ class _Clock:
 @pytest.mark.parametrize("ns_per_pixel, expected", [({1: 0.5, 2: 0.3}, 2), ({1: 0.5, 2: 0.6}, 1),
                                                     ({1: 0.5, 2: 0.5}, 1)])
 def test_thread_choice_keeps_what_measured_faster(monkeypatch, ns_per_pixel, expected):
-    clock = _Clock(ns_per_pixel)
+    clock = _Clock()
     choice = rle_encode.ThreadChoice(clock=clock)
     used = []
 
