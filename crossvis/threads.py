@@ -164,13 +164,15 @@ def configure_threads(requested: Optional[int] = None, load_aware: bool = False)
 
 
 def set_openmp_defaults() -> bool:
-    """Set ``GOMP_SPINCOUNT`` to :data:`OPENMP_SPIN_COUNT` unless the environment sets it (see the
-    module docstring). OpenMP reads it when torch loads, so this must run before ``import torch``.
+    """Set ``GOMP_SPINCOUNT`` to :data:`OPENMP_SPIN_COUNT` unless the environment sets it or
+    ``OMP_WAIT_POLICY`` (the user's own choice of waiting; see the module docstring). OpenMP reads
+    it when torch loads, so this must run before ``import torch``.
 
     Returns:
         whether the setting can still take effect (torch not imported yet).
     """
-    os.environ.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
     if "torch" in sys.modules:
         logger.debug("GOMP_SPINCOUNT set after torch was imported: OpenMP keeps its own spin count")
         return False

@@ -130,7 +130,7 @@ def test_busy_cpus_reads_proc_stat_and_subtracts_this_process(monkeypatch):
 
 
 def _run(code: str, **env) -> list[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | env
+    environment = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")} | env
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env=environment).stdout.split()
 
@@ -140,5 +140,8 @@ def test_the_cli_shortens_the_openmp_spin_before_torch_loads_and_keeps_a_users_s
             "print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)")
     assert _run(code)[-2:] == [str(threads.OPENMP_SPIN_COUNT), "False"]
     assert _run(code, GOMP_SPINCOUNT="7")[-2:] == ["7", "False"]
+    policy = ("import os, crossvis.cli as cli; cli.main(['--version']); "
+              "print(os.environ.get('GOMP_SPINCOUNT', 'unset'))")
+    assert _run(policy, OMP_WAIT_POLICY="active")[-1] == "unset"  # the user chose how OpenMP waits
     late = "import torch, crossvis.threads as t; print(t.set_openmp_defaults())"
     assert _run(late) == ["False"]  # torch already loaded OpenMP: too late, and it says so
