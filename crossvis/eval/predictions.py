@@ -238,8 +238,8 @@ def _distinct_strings(scanned: ScannedResults) -> tuple[list, np.ndarray, np.nda
     string_of = np.array([unique.setdefault((c, s[0], s[1]), len(unique))
                           for c, s in zip(scanned.counts, scanned.sizes)], dtype=np.int64)
     keys = list(unique)
-    return ([k[0] for k in keys], string_of, np.array([k[1] for k in keys], dtype=np.int64).reshape(-1),
-            np.array([k[2] for k in keys], dtype=np.int64).reshape(-1))
+    return ([k[0] for k in keys], string_of, np.array([k[1] for k in keys], dtype=np.int64),
+            np.array([k[2] for k in keys], dtype=np.int64))
 
 
 @dataclass(eq=False)
