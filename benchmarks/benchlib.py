@@ -180,16 +180,14 @@ def bench_backends(arch: str, frames: Sequence[np.ndarray], names: Sequence[str]
     a skipped backend has a NaN timing. The IoU is :func:`crossvis.inference.autotune.mask_agreement`
     of the post-processed detections (the fixed ``num_detections`` per frame) against fp32.
     """
-    from crossvis.inference.autotune import mask_agreement
+    from crossvis.inference.autotune import backend_detections, mask_agreement
     from crossvis.inference.backends import backend_unavailable, build_backend
 
     model = crossvis_model(arch, num_detections)
     batches, sizes = _bench_batches(model, frames)
 
-    def detections(outputs_of: Callable[[torch.Tensor], Any]) -> list:
-        with torch.inference_mode():
-            return [d for b, s in zip(batches, sizes)
-                    for d in model.postprocessor(outputs_of(b), s, s, gather=model.network.at_locations)]
+    def detections(backend: Any) -> list:
+        return [d for b, s in zip(batches, sizes) for d in backend_detections(model, backend, b, s, s)]
 
     reference = detections(build_backend("fp32", model))
     rows = []

@@ -79,7 +79,8 @@ def profile(arch: str, frames: list, detections: int, backend: str) -> dict[str,
             def candidates():
                 c = pp._candidates(out, 0)
                 c = c._asdict() if hasattr(c, "_asdict") else c  # a Candidates named tuple
-                keep = batched_nms(c["boxes"], c["scores"], c["labels"], pp.nms_threshold, pp.max_detections)
+                keep = batched_nms(c["boxes"], c["scores"], c["labels"], pp.nms_threshold, pp.max_detections,
+                                  stable=not runner.float32)   # as the pipeline does (autotune.backend_detections)
                 return {k: v[keep] for k, v in c.items()}
             c = timed("candidates+nms", candidates)
             gathered = timed("gather", lambda: (

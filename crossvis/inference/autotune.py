@@ -47,7 +47,8 @@ from crossvis.structures import FrameDetections
 
 __all__ = ["AutotuneSettings", "CandidateReport", "TuneResult", "DEFAULT_CANDIDATES", "autotune_settings",
            "autotune", "mask_agreement", "cpu_model", "model_fingerprint", "cache_key", "cache_file",
-           "TunedInference", "summarize", "FP32_LAYOUTS", "default_runner", "stateful_modules"]
+           "TunedInference", "backend_detections", "summarize", "FP32_LAYOUTS", "default_runner",
+           "stateful_modules"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,10 +252,14 @@ class TuneResult:
         return self.backend.name
 
 
-def _postprocess(model: nn.Module, outputs: dict, sizes: Sequence[tuple[int, int]],
+def backend_detections(model: nn.Module, backend: NetworkBackend, batch: Tensor, sizes: Sequence[tuple[int, int]],
                  orig: Sequence[tuple[int, int]]) -> list[FrameDetections]:
+    """The model's post-processor on ``backend``'s outputs for ``batch`` (equal scores in a stable
+    order where the backend's precision is reduced: see :func:`crossvis.models.nms.batched_nms`)."""
+    outputs = backend(batch)
     with torch.inference_mode():
-        return model.postprocessor(outputs, sizes, orig, gather=model.network.at_locations)
+        return model.postprocessor(outputs, sizes, orig, gather=model.network.at_locations,
+                                   stable_ties=not backend.float32)
 
 
 #: a backend must be this much faster than fp32 on the tuning frames to be chosen over it
@@ -320,7 +325,7 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
         try:
             backend = build_backend(name, model, batches)
             detections = [] if not guarded else [
-                d for b, s in zip(batches, sizes) for d in _postprocess(model, backend(b), s, s)]
+                d for b, s in zip(batches, sizes) for d in backend_detections(model, backend, b, s, s)]
         except Exception as exc:  # noqa: BLE001 - an optional runtime that fails here is not chosen
             if name == "fp32":
                 raise
@@ -345,7 +350,7 @@ def _measure(model: nn.Module, batches: Sequence[Tensor], sizes: Sequence[Sequen
             # slows the float32 post-processing, which the network alone would not show
             start = time.perf_counter()
             for batch, size in timed:
-                for det in _postprocess(model, backend(batch), size, size):
+                for det in backend_detections(model, backend, batch, size, size):
                     det.masks
             samples[name].append((time.perf_counter() - start) * 1000.0 / len(timed))
     for name, values in samples.items():
@@ -443,7 +448,7 @@ class TunedInference:
                                      self.result.reports)
         self._weights_version = version
         orig = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-        return _postprocess(model, self.result.backend(batch), sizes, orig)
+        return backend_detections(model, self.result.backend, batch, sizes, orig)
 
     __call__ = predict
 

@@ -61,14 +61,16 @@ from torch import Tensor, nn
 from crossvis.deploy.export import FlatNetwork, unflatten_outputs
 from crossvis.errors import CrossVISError
 
-__all__ = ["BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailable", "build_backend", "cpuinfo_field",
-           "available_backends"]
+__all__ = ["BACKENDS", "FLOAT32_BACKENDS", "NetworkBackend", "TowerFlatNetwork", "backend_unavailable", "build_backend",
+           "cpuinfo_field", "available_backends"]
 
 logger = logging.getLogger(__name__)
 
 #: every backend name, in the order they are tried (fp32 first: the reference)
 BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "compile", "compile-bf16", "int8",
             "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+#: the backends whose network runs in float32 (the same outputs as ``fp32`` up to summation order)
+FLOAT32_BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "compile", "onnxruntime", "openvino")
 
 class TowerFlatNetwork(FlatNetwork):
     """``model.network(images, dense=False)`` with a flat tuple output (for export and graph runtimes).
@@ -123,12 +125,17 @@ class NetworkBackend:
         names: output names when ``run`` returns a flat tuple.
         channels_last: convert the input to channels-last first.
         cleanup: called by :meth:`close` (e.g. removes the exported file's folder).
+
+    Attributes:
+        float32: the network runs in float32 (:data:`FLOAT32_BACKENDS`); otherwise in a reduced
+            precision, whose outputs the post-processor orders equal scores of stably.
     """
 
     def __init__(self, name: str, run: Callable[[Tensor], Any], names: Optional[Sequence[str]] = None,
                  channels_last: bool = False, cleanup: Optional[Callable[[], None]] = None) -> None:
         self.name, self._run, self.names = name, run, list(names) if names is not None else None
         self.channels_last, self._cleanup = channels_last, cleanup
+        self.float32 = name in FLOAT32_BACKENDS
 
     def __call__(self, batch: Tensor) -> Any:
         if self.channels_last:

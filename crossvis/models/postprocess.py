@@ -89,7 +89,7 @@ class CondInstPostProcessor(nn.Module):
 
     def forward(self, outputs: NetworkOutputs, image_sizes: Sequence[tuple[int, int]],
                 orig_sizes: Sequence[tuple[int, int]],
-                gather: Optional[LocationGather] = None) -> list[FrameDetections]:
+                gather: Optional[LocationGather] = None, stable_ties: bool = False) -> list[FrameDetections]:
         """Detections of every image of the batch.
 
         Args:
@@ -98,9 +98,13 @@ class CondInstPostProcessor(nn.Module):
             orig_sizes: (H, W) of each original frame; results are returned at this size.
             gather: reads the controller / embeddings at the kept locations; default
                 :func:`dense_locations` (dense maps in ``outputs``).
+            stable_ties: order detections of equal score by candidate index, not in the order of
+                torchvision's unstable sort (:func:`crossvis.models.nms.batched_nms`): for the
+                outputs of a reduced-precision network, where equal scores are common.
         """
         gather = gather if gather is not None else dense_locations
-        return [self._single(outputs, i, image_sizes[i], orig_sizes[i], gather) for i in range(len(image_sizes))]
+        return [self._single(outputs, i, image_sizes[i], orig_sizes[i], gather, stable_ties)
+                for i in range(len(image_sizes))]
 
     def _candidates(self, outputs: NetworkOutputs, i: int) -> Candidates:
         """Thresholded, per-level top-k candidates of image ``i``."""
@@ -129,10 +133,10 @@ class CondInstPostProcessor(nn.Module):
         return merged
 
     def _single(self, outputs: NetworkOutputs, i: int, image_size: tuple[int, int], orig_size: tuple[int, int],
-                gather: LocationGather) -> FrameDetections:
+                gather: LocationGather, stable_ties: bool = False) -> FrameDetections:
         c = self._candidates(outputs, i)
         groups = torch.zeros_like(c.labels) if self.class_agnostic_nms else c.labels
-        keep = batched_nms(c.boxes, c.scores, groups, self.nms_threshold, self.max_detections)
+        keep = batched_nms(c.boxes, c.scores, groups, self.nms_threshold, self.max_detections, stable_ties)
         (h, w), (oh, ow) = image_size, orig_size
         boxes = c.boxes[keep] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=c.boxes.device)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=ow)

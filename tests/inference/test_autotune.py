@@ -244,3 +244,22 @@ def test_tuned_runner_follows_weights_changed_in_place():
     assert runner.result.source == "rebuilt"
     torch.testing.assert_close(after.scores, expected.scores, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(before.scores, after.scores) if len(before) == len(after) else True
+
+
+@pytest.mark.parametrize("name", ["fp32", "fp32-fused", "bf16"])
+def test_reduced_precision_outputs_order_equal_scores_stably(name, monkeypatch):
+    """A bf16 network's many equal scores are ordered by index (no full NMS run to match
+    torchvision's unstable order); a float32 backend's keep torchvision's order exactly."""
+    import crossvis.models.postprocess as postprocess
+    from crossvis.inference.autotune import backend_detections
+
+    why = backend_unavailable(name, CPU)
+    if why is not None:
+        pytest.skip(why)
+    model = _model()
+    batches, sizes = _batches(model)
+    seen = []
+    real = postprocess.batched_nms
+    monkeypatch.setattr(postprocess, "batched_nms", lambda *a: seen.append(a[-1]) or real(*a))
+    detections = backend_detections(model, build_backend(name, model, batches), batches[0], sizes[0], sizes[0])
+    assert detections and seen == [name == "bf16"]
