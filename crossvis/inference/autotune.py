@@ -252,8 +252,8 @@ class TuneResult:
         return self.backend.name
 
 
-def backend_detections(model: nn.Module, backend: NetworkBackend, batch: Tensor, sizes: Sequence[tuple[int, int]],
-                 orig: Sequence[tuple[int, int]]) -> list[FrameDetections]:
+def backend_detections(model: nn.Module, backend: NetworkBackend, batch: Tensor,
+                       sizes: Sequence[tuple[int, int]], orig: Sequence[tuple[int, int]]) -> list[FrameDetections]:
     """The model's post-processor on ``backend``'s outputs for ``batch`` (equal scores in a stable
     order where the backend's precision is reduced: see :func:`crossvis.models.nms.batched_nms`)."""
     outputs = backend(batch)

@@ -72,6 +72,7 @@ BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "compile", "c
 #: the backends whose network runs in float32 (the same outputs as ``fp32`` up to summation order)
 FLOAT32_BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "compile", "onnxruntime", "openvino")
 
+
 class TowerFlatNetwork(FlatNetwork):
     """``model.network(images, dense=False)`` with a flat tuple output (for export and graph runtimes).
 
