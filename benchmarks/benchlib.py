@@ -31,7 +31,8 @@ from torch import nn
 from crossvis.errors import CrossVISError
 
 __all__ = ["BenchResult", "synthetic_frames", "crossvis_model", "torchvision_detector", "time_per_frame",
-           "peak_rss_mib", "current_rss_mib", "fast_accuracy", "backend_accuracy", "bench_backends", "head_flops", "bench_network", "bench_pipeline", "bench_torchvision", "format_rows"]
+           "peak_rss_mib", "current_rss_mib", "backend_accuracy", "bench_backends", "head_flops",
+           "bench_network", "bench_pipeline", "bench_side_by_side", "bench_torchvision", "time_side_by_side", "format_rows"]
 
 ARCHS = ("r50", "r101", "dla34")
 
@@ -222,36 +223,54 @@ def bench_pipeline(arch: str, frames: Sequence[np.ndarray], fast: bool = False, 
     (measured choice on the first frame, uncached; ``backend`` pins one); the tuning happens in the
     untimed warm-up frames.
     """
-    from crossvis.deploy.convert import official_recipe
-    from crossvis.inference.autotune import AutotuneSettings, TunedInference
-    from crossvis.inference.predictor import OnlinePredictor, build_tracker
+    pipeline = PipelineStep(arch, frames, fast, warmup, num_detections, backend, settings)
+    return pipeline.result(time_per_frame(pipeline, frames, warmup=0))
 
-    from dataclasses import replace
 
-    model = crossvis_model(arch, num_detections)
-    tuned = None
-    if fast or backend:
-        base = settings if settings is not None else AutotuneSettings(cache=False)
-        tuned = TunedInference(model, replace(base, backend=backend or "auto"))
-    # without a runner: the predictor's default (float32, the layout measured fastest here, uncached)
-    predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu", runner=tuned)
-    if tuned is None and isinstance(predictor.runner, TunedInference):
-        predictor.runner.settings = replace(predictor.runner.settings, cache=False)
-    counts: list[int] = []
-    stream = predictor.track(_repeat(frames, max(warmup, 1)))
-    for _ in range(max(warmup, 1)):
-        next(stream)
-    times = []
-    for _ in frames:
-        wall, cpu = time.perf_counter(), time.process_time()
-        counts.append(len(next(stream).track_ids))
-        times.append((time.perf_counter() - wall, time.process_time() - cpu))
-    if tuned is None:
-        layout = getattr(getattr(predictor.runner, "result", None), "name", "fp32")
-        mode = "pipeline-fp32" + ("" if layout == "fp32" else f":{layout}")
-    else:
-        mode = f"pipe-{'auto:' if not backend else ''}{tuned.result.name}"
-    return _result(f"crossvis-{arch}", mode, times, float(np.mean(counts)))
+class PipelineStep:
+    """A started online pipeline (see :func:`bench_pipeline`): each call runs ``Predictor.track``
+    on the next of ``frames`` (the argument is ignored: the stream reads its own frames) and returns
+    the number of tracked instances. The ``warmup`` frames (first use: the runner's tuning) run in
+    the constructor."""
+
+    def __init__(self, arch: str, frames: Sequence[np.ndarray], fast: bool = False, warmup: int = 2,
+                 num_detections: int = 100, backend: Optional[str] = None, settings: Any = None) -> None:
+        from dataclasses import replace
+
+        from crossvis.deploy.convert import official_recipe
+        from crossvis.inference.autotune import AutotuneSettings, TunedInference
+        from crossvis.inference.predictor import OnlinePredictor, build_tracker
+
+        self.arch, self.backend = arch, backend
+        model = crossvis_model(arch, num_detections)
+        self.tuned = None
+        if fast or backend:
+            base = settings if settings is not None else AutotuneSettings(cache=False)
+            self.tuned = TunedInference(model, replace(base, backend=backend or "auto"))
+        # without a runner: the predictor's default (float32, the layout measured fastest here, uncached)
+        self.predictor = OnlinePredictor(model, build_tracker(official_recipe(arch)), device="cpu", runner=self.tuned)
+        if self.tuned is None and isinstance(self.predictor.runner, TunedInference):
+            self.predictor.runner.settings = replace(self.predictor.runner.settings, cache=False)
+        self.counts: list[int] = []
+        self._stream = self.predictor.track(_repeat(frames, max(warmup, 1)))
+        for _ in range(max(warmup, 1)):
+            next(self._stream)
+
+    def __call__(self, frame: Any = None) -> int:
+        count = len(next(self._stream).track_ids)
+        self.counts.append(count)
+        return count
+
+    @property
+    def mode(self) -> str:
+        """``pipeline-fp32[:layout]`` or ``pipe-[auto:]<backend>``: the runner it measured."""
+        if self.tuned is None:
+            layout = getattr(getattr(self.predictor.runner, "result", None), "name", "fp32")
+            return "pipeline-fp32" + ("" if layout == "fp32" else f":{layout}")
+        return f"pipe-{'auto:' if not self.backend else ''}{self.tuned.result.name}"
+
+    def result(self, times: list[tuple[float, float]]) -> BenchResult:
+        return _result(f"crossvis-{self.arch}", self.mode, times, float(np.mean(self.counts)))
 
 
 def _repeat(frames: Sequence[np.ndarray], warmup: int) -> Iterable[np.ndarray]:
@@ -267,23 +286,82 @@ def bench_torchvision(name: str, frames: Sequence[np.ndarray], fast: bool = Fals
     it, emulated bf16 made FCOS 10× slower than fp32 on a Zen 2 EPYC, so there the row is
     channels-last float32, mode ``fast-cl``).
     """
-    from crossvis.inference.backends import backend_unavailable
+    detector = TorchvisionStep(name, fast, num_detections)
+    times = time_per_frame(detector, frames, warmup)
+    return detector.result(times, skip=warmup)
 
-    model = torchvision_detector(name, num_detections)
-    bf16 = fast and backend_unavailable("bf16", torch.device("cpu")) is None  # None: native bf16 here
-    if fast:
-        model.to(memory_format=torch.channels_last)
-    counts: list[int] = []
 
-    def step(frame: np.ndarray) -> None:
+class TorchvisionStep:
+    """torchvision detector ``name`` as a per-frame step (see :func:`bench_torchvision`): each call
+    detects in one H×W×3 uint8 frame and returns the number of detections."""
+
+    def __init__(self, name: str, fast: bool = False, num_detections: int = 100) -> None:
+        from crossvis.inference.backends import backend_unavailable
+
+        self.name = name
+        self.model = torchvision_detector(name, num_detections)
+        self.bf16 = fast and backend_unavailable("bf16", torch.device("cpu")) is None  # None: native bf16 here
+        if fast:
+            self.model.to(memory_format=torch.channels_last)
+        self.mode = "fp32" if not fast else "fast" if self.bf16 else "fast-cl"
+        self.counts: list[int] = []
+
+    def __call__(self, frame: np.ndarray) -> int:
         image = _to_tensor(frame).float() / 255.0
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model([image])
-        counts.append(len(out[0]["boxes"]))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model([image])
+        self.counts.append(len(out[0]["boxes"]))
+        return self.counts[-1]
 
-    times = time_per_frame(step, frames, warmup)
-    mode = "fp32" if not fast else "fast" if bf16 else "fast-cl"
-    return _result(f"torchvision-{name}", mode, times, float(np.mean(counts[warmup:])))
+    def result(self, times: list[tuple[float, float]], skip: int = 0) -> BenchResult:
+        """The row of ``times``; ``skip``: untimed calls at the start of :attr:`counts`."""
+        return _result(f"torchvision-{self.name}", self.mode, times, float(np.mean(self.counts[skip:])))
+
+
+def time_side_by_side(steps: Sequence[Callable[[Any], Any]], frames: Sequence[Any], warmup: int = 0,
+                      pause: float = 0.05) -> list[list[tuple[float, float]]]:
+    """(wall, process CPU) seconds per frame for each of ``steps``, which take turns on every frame.
+
+    Frame by frame, every step runs once (the order rotated by one each frame, so that none is
+    always first after another), after ``warmup`` untimed rounds. A change of the machine's speed
+    during the run (other load, clock, memory) then falls on all of them alike, and the ratios of
+    their medians hold where separate runs minutes apart can drift by several percent. ``pause``
+    seconds of idle between steps let the worker threads of the previous one (OpenMP, OpenVINO's
+    TBB pool) stop spinning, so that they take no cycles from the next one's timing.
+    """
+    for frame in frames[:warmup]:
+        for step in steps:
+            step(frame)
+    times: list[list[tuple[float, float]]] = [[] for _ in steps]
+    for k, frame in enumerate(frames):
+        for j in range(len(steps)):
+            i = (j + k) % len(steps)
+            time.sleep(pause)
+            wall, cpu = time.perf_counter(), time.process_time()
+            steps[i](frame)
+            times[i].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return times
+
+
+def bench_side_by_side(arch: str, frames: Sequence[np.ndarray], baseline: str = "fcos", warmup: int = 2,
+                       num_detections: int = 100, settings: Any = None) -> list[BenchResult]:
+    """torchvision ``baseline`` in float32 and CrossVIS ``arch``'s float32 and fast pipelines
+    (:func:`bench_pipeline`), taking turns frame by frame (:func:`time_side_by_side`).
+
+    Returns three rows: the baseline (mode ``fp32 beside <arch>``), the float32 pipeline and the
+    fast one (``settings``: the fast path's ``AutotuneSettings``). Both pipelines tune in their
+    own warm-up frames, before the timed rounds.
+    """
+    detector = TorchvisionStep(baseline, num_detections=num_detections)
+    for frame in frames[:warmup]:
+        detector(frame)
+    detector.counts.clear()
+    fp32 = PipelineStep(arch, frames, False, warmup, num_detections)
+    fast = PipelineStep(arch, frames, True, warmup, num_detections, settings=settings)
+    times = time_side_by_side([detector, fp32, fast], frames)
+    row = detector.result(times[0])
+    row.mode = f"fp32 beside {arch}"
+    return [row, fp32.result(times[1]), fast.result(times[2])]
 
 
 def head_flops(arch: str = "r50", height: int = 360, width: int = 640) -> dict[str, float]:

@@ -12,7 +12,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from benchlib import BenchResult, crossvis_model, format_rows, synthetic_frames, time_per_frame  # noqa: E402
+from benchlib import (BenchResult, crossvis_model, format_rows, synthetic_frames, time_per_frame,  # noqa: E402
+                      time_side_by_side)
 
 
 def test_synthetic_frames_are_deterministic_uint8_rgb():
@@ -34,6 +35,27 @@ def test_time_per_frame_times_every_frame_after_untimed_warmup():
     walls = [wall for wall, _ in times]
     assert walls == sorted(walls) and walls[0] >= 0.01 and walls[3] >= 0.04
     assert all(cpu < wall for wall, cpu in times)  # sleeping is not CPU time
+
+
+def test_side_by_side_steps_take_turns_on_every_frame_in_rotating_order():
+    calls = []
+
+    def step(name, seconds):
+        def run(frame):
+            calls.append((name, frame))
+            time.sleep(seconds)
+        return run
+
+    times = time_side_by_side([step("a", 0.004), step("b", 0.012), step("c", 0.0)], [1, 2, 3], warmup=1,
+                              pause=0.0)
+    assert calls[:3] == [("a", 1), ("b", 1), ("c", 1)]  # the untimed warm-up round
+    timed = calls[3:]
+    assert [f for _, f in timed] == [1, 1, 1, 2, 2, 2, 3, 3, 3]  # every frame by all before the next
+    assert [n for n, _ in timed] == list("abc" "bca" "cab")  # each step first once
+    assert [len(t) for t in times] == [3, 3, 3]
+    walls = [[wall for wall, _ in t] for t in times]
+    assert min(walls[1]) >= 0.012 and min(walls[0]) >= 0.004  # each step's own time, not its neighbours'
+    assert max(walls[2]) < 0.004 and max(walls[0]) < min(walls[1])
 
 
 def test_random_crossvis_model_is_held_at_the_requested_detection_count():
@@ -67,6 +89,11 @@ def test_the_targets_line_holds_each_pipeline_to_its_target():
     assert "fast / fp32 pipeline 0.440 (< 1: met)" in r50
     assert "/ FCOS 0.750 (<= 1.15: met)" in dla and "fast / fp32 pipeline 1.000 (< 1: NOT met)" in dla
     assert bench_latency.format_targets(rows[:3], ref) == "" and bench_latency.format_targets(rows, None) == ""
+    # the reference timed frame by frame beside r50's pipelines replaces the separate one for r50 only
+    beside = BenchResult("torchvision-fcos", "fp32 beside r50", 412.0, 0, 0, 0, 5, 2, 100)
+    r50, dla = bench_latency.format_targets(rows, ref, {"crossvis-r50": beside}).splitlines()
+    assert "(FCOS fp32 412.0 ms, fp32 beside r50)" in r50 and "pipeline fp32 / FCOS 1.126 (<= 1.15: met)" in r50
+    assert "(FCOS fp32 400.0 ms, fp32 before+after)" in dla and "/ FCOS 0.750" in dla
 
 
 def test_evaluator_benchmark_runs_its_cli_timing_on_distinct_masks():
