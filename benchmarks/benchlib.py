@@ -32,7 +32,8 @@ from crossvis.errors import CrossVISError
 
 __all__ = ["BenchResult", "synthetic_frames", "crossvis_model", "torchvision_detector", "time_per_frame",
            "peak_rss_mib", "current_rss_mib", "backend_accuracy", "bench_backends", "head_flops",
-           "bench_network", "bench_pipeline", "bench_side_by_side", "bench_torchvision", "time_side_by_side", "format_rows"]
+           "bench_network", "bench_pipeline", "bench_side_by_side", "bench_torchvision", "time_side_by_side",
+           "PipelineStep", "TorchvisionStep", "format_rows"]
 
 ARCHS = ("r50", "r101", "dla34")
 
