@@ -56,8 +56,8 @@ logger = logging.getLogger(__name__)
 #: quantize the network: ~15 s each for an R-50 on 2 cores). ``compile`` / ``compile-bf16`` / ``int8``
 #: (Inductor code generation: minutes for an R-50 on a small machine) are tried when listed in
 #: ``inference.candidates`` or pinned.
-DEFAULT_CANDIDATES = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "onnxruntime", "openvino",
-                      "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+DEFAULT_CANDIDATES = ("fp32", "fp32-cl", "fp32-fused", "fp32-winograd", "bf16", "bf16-fused", "onnxruntime",
+                      "openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
 _CACHE_VERSION = 1
 
 

@@ -18,6 +18,10 @@ Backends (:data:`BACKENDS`; which is fastest depends on the CPU, so
 * ``fp32-fused``: channels-last float32 with every convolution a oneDNN call whose weight is packed
   once and whose ReLU (and a residual block's sum) runs in the same pass
   (:mod:`crossvis.inference.fused`; same numbers up to summation order);
+* ``fp32-winograd``: eager float32 with the 3×3 stride-1 convolutions run by NNPACK's Winograd
+  kernels at the map sizes where they measured faster than the direct convolution here
+  (:mod:`crossvis.inference.winograd`; not the same numbers: ~1.5e-5 of the output's magnitude
+  off, so it is a guarded fast-path candidate, not a float32 layout of the default path);
 * the eager and compiled torch backends run a copy of the network whose batch norms are folded
   into the convolutions before them (:mod:`crossvis.inference.fold`; same numbers up to rounding);
 * ``bf16``: bfloat16 autocast + channels-last (fast only where the CPU has native bf16: AVX512-BF16
@@ -67,8 +71,8 @@ __all__ = ["BACKENDS", "FLOAT32_BACKENDS", "NetworkBackend", "TowerFlatNetwork",
 logger = logging.getLogger(__name__)
 
 #: every backend name, in the order they are tried (fp32 first: the reference)
-BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "bf16", "bf16-fused", "compile", "compile-bf16", "int8",
-            "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "fp32-winograd", "bf16", "bf16-fused", "compile", "compile-bf16",
+            "int8", "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
 #: the backends whose network runs in float32 (the same outputs as ``fp32`` up to summation order)
 FLOAT32_BACKENDS = ("fp32", "fp32-cl", "fp32-fused", "compile", "onnxruntime", "openvino")
 
@@ -219,6 +223,12 @@ def backend_unavailable(name: str, device: torch.device) -> Optional[str]:
         why = _fusion_unavailable(device.type)
         if why is not None:
             return why
+    if name == "fp32-winograd":
+        from crossvis.inference.winograd import winograd_unavailable
+
+        why = winograd_unavailable(device)
+        if why is not None:
+            return why
     if name in ("bf16", "bf16-fused", "compile-bf16") and cpu and not _cpu_bf16():
         return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
     if name.startswith("compile") and cpu and not _has_compiler():
@@ -278,6 +288,8 @@ def build_backend(name: str, model: nn.Module, calibration: Sequence[Tensor] = (
         return NetworkBackend(name, _eager(network, model.device, dtype), channels_last=True)
     if name.endswith("-fused"):
         return _fused(name, model, calibration)
+    if name == "fp32-winograd":
+        return _winograd(model, calibration)
     if name.startswith("compile"):
         return _compiled(name, model)
     if name == "int8":
@@ -393,6 +405,17 @@ def _fused(name: str, model: nn.Module, calibration: Sequence[Tensor]) -> Networ
     def run(batch: Tensor) -> Any:
         return network(batch.to(dtype), dense=False)
     return NetworkBackend(name, run, channels_last=True)
+
+
+def _winograd(model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend:
+    """The folded float32 network with NNPACK's Winograd 3×3 convolutions where they measure faster,
+    timed at the map sizes of the first calibration batch (a 1×3×384×640 batch without one)."""
+    from crossvis.inference.winograd import winograd_for_inference
+
+    example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)
+    example = example.to(model.device, torch.float32).contiguous()
+    network = winograd_for_inference(_folded_network(model), lambda n: n(example, dense=False))
+    return NetworkBackend("fp32-winograd", lambda b: network(b, dense=False))
 
 
 def _compiled(name: str, model: nn.Module) -> NetworkBackend:
