@@ -1,7 +1,7 @@
 """Roofline of the per-frame network: GFLOPs per frame, this CPU's measured peak, the fraction reached.
 
     python benchmarks/bench_roofline.py [--arch r50,dla34] [--threads 0] [--frames 3]
-        [--backends fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8]
+        [--backends fp32,fp32-cl,fp32-winograd,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8]
 
 * **GFLOPs per frame**: ``torch.utils.flop_counter.FlopCounterMode`` over ``model.network`` at the
   official test size (360×640 padded to 384×640), dense=False (what inference runs: the
@@ -11,7 +11,8 @@
   (256→256 channels at 96×160, channels-last, the bulk of both networks), in float32, bfloat16
   (native oneDNN bf16 only where the CPU has it) and int8 (``torch._int_mm`` GEMM; x86 quantized
   ``quantized::conv2d``), at the same thread count — what a kernel of this torch build reaches on
-  this CPU, not a datasheet figure.
+  this CPU, not a datasheet figure. ``fp32-winograd``: the same convolution by NNPACK's Winograd
+  kernels, counted in direct-convolution FLOPs (fewer multiplications: it can pass the fp32 peak).
 * **Fraction**: network GFLOPs / median network time of each backend (as in ``crossvis bench``) /
   the peak of that backend's arithmetic (fp32 for fp32 paths, bf16 for bf16 paths, int8 for int8).
 """
@@ -37,6 +38,8 @@ import benchlib as bench  # noqa: E402
 
 def backend_precision(backend: str) -> str:
     """The arithmetic a backend runs its convolutions in (its name says it: ``bf16-fused``, ``openvino-int8``)."""
+    if "winograd" in backend:
+        return "fp32-winograd"
     return next((p for p in ("int8", "bf16") if p in backend), "fp32")
 
 
@@ -82,7 +85,19 @@ def measured_peaks() -> dict[str, dict[str, float]]:
         else:
             out["bf16"] = {"gemm": float("nan"), "conv": float("nan")}
         out["int8"] = {"gemm": _int8_gemm(n, gemm_flops), "conv": _int8_conv(conv, x, conv_flops)}
+        out["fp32-winograd"] = {"gemm": float("nan"), "conv": _winograd_conv(conv, x, conv_flops)}
     return out
+
+
+def _winograd_conv(conv: torch.nn.Conv2d, x: torch.Tensor, flops: float) -> float:
+    """The same convolution by NNPACK's Winograd kernels, as direct-convolution GFLOP/s (it does
+    fewer multiplications, so this can exceed the fp32 peak)."""
+    from crossvis.inference.winograd import WinogradConv2d, winograd_unavailable
+
+    if winograd_unavailable(torch.device("cpu")) is not None:
+        return float("nan")
+    layer, contiguous = WinogradConv2d(conv.float()), x.float().contiguous()
+    return flops / _best_seconds(lambda: layer.winograd(contiguous)) / 1e9
 
 
 def _int8_gemm(n: int, flops: float) -> float:
@@ -120,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--backends",
-                        default="fp32,fp32-cl,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,openvino-int8",
+                        default="fp32,fp32-cl,fp32-winograd,bf16,onnxruntime,openvino,openvino-bf16,onnxruntime-int8,"
+                                "openvino-int8",
                         help="backends timed for the fraction column ('': GFLOPs and peaks only)")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads if args.threads > 0 else None)
@@ -141,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for r, _iou, _build, why in bench.bench_backends(arch, frames, backends, warmup=args.warmup):
             name = r.mode.removeprefix("network-")
-            peak = max(v for v in peaks[backend_precision(name)].values()) if why == "" else float("nan")
+            rates = [v for v in peaks[backend_precision(name)].values() if v == v]   # NaN: no such kernel
+            peak = max(rates) if why == "" and rates else float("nan")
             rate = gflops / (r.median_ms / 1000.0)
             print(f"{arch:<7}{gflops:>8.1f}{name:>15}{r.median_ms:>9.1f}{rate:>9.1f}{peak:>8.1f}"
                   f"{rate / peak:>10.2f}" + (f"  ({why})" if why else ""), flush=True)

@@ -82,7 +82,8 @@ class WinogradConv2d(nn.Module):
 
     def winograd(self, x: Tensor) -> Tensor:
         """NNPACK's convolution of ``x`` with this layer's weight and bias."""
-        return torch._nnpack_spatial_convolution(x.contiguous(), self.conv.weight, self.conv.bias, self.padding)
+        return torch._nnpack_spatial_convolution(x.contiguous(), self.conv.weight.contiguous(), self.conv.bias,
+                                                 self.padding)
 
     def forward(self, x: Tensor) -> Tensor:
         if (x.shape[-2], x.shape[-1]) in self.sizes and x.dtype == torch.float32 and x.device.type == "cpu":
