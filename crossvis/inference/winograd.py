@@ -157,6 +157,6 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
             parent, _, child = name.rpartition(".")
             setattr(network.get_submodule(parent) if parent else network, child, layer)
             replaced += 1
-    logger.info("winograd: NNPACK faster for %d of %d eligible convolutions (%d sizes measured)",
+    logger.debug("winograd: NNPACK faster for %d of %d eligible convolutions (%d sizes measured)",
                 replaced, len(shapes), measured)
     return network

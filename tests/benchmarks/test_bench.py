@@ -137,3 +137,20 @@ def test_the_fast_path_guard_defaults_to_a_finished_quickstart_run(tmp_path, mon
     (run / "checkpoints" / "model_final.pth").unlink()
     with pytest.raises(CrossVISError, match="--guard-checkpoint"):
         bench_latency.resolve_guard(str(run), None)
+
+
+def test_winograd_benchmark_reports_each_map_with_float32_level_nnpack_error(capsys):
+    import bench_winograd
+    from crossvis.inference.winograd import winograd_unavailable
+
+    assert bench_winograd.main(["--arch", "", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    if winograd_unavailable(torch.device("cpu")) is not None:
+        assert "NNPACK unavailable" in out
+        return
+    rows = [line.split() for line in out.splitlines() if "@" in line.split()[0]]
+    assert [r[0] for r in rows] == [f"{c}@{h}x{w}" for c, h, w in bench_winograd.MAPS]
+    for row in rows:
+        gflop, nnpack_ms, fp32_err, nnpack_err = float(row[1]), float(row[4]), float(row[5]), float(row[7])
+        assert gflop > 0 and nnpack_ms > 0
+        assert fp32_err < 1e-5 and nnpack_err < 1e-4   # both float32-level, against float64
