@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import statistics
 import time
 from typing import Any, Callable, Optional
 
@@ -95,8 +94,9 @@ class WinogradConv2d(nn.Module):
 
 
 def time_both_ways(layer: WinogradConv2d, shape: torch.Size, repeats: int = 3) -> tuple[float, float]:
-    """Median seconds of ``layer.conv`` and of NNPACK on a random float32 batch of ``shape``,
-    timed alternately after one untimed call of each."""
+    """Fastest seconds of ``layer.conv`` and of NNPACK on a random float32 batch of ``shape``,
+    timed alternately after one untimed call of each (the least of ``repeats``: a burst of other
+    load on a shared machine lengthens single calls, and must not decide the choice)."""
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(layer.conv.weight.device)
     ways = (layer.conv, layer.winograd)
     times: list[list[float]] = [[], []]
@@ -108,7 +108,7 @@ def time_both_ways(layer: WinogradConv2d, shape: torch.Size, repeats: int = 3) -
                 start = time.perf_counter()
                 way(x)
                 times[i].append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return min(times[0]), min(times[1])
 
 
 def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], margin: float = MARGIN,
