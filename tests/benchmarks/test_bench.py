@@ -139,11 +139,16 @@ def test_the_fast_path_guard_defaults_to_a_finished_quickstart_run(tmp_path, mon
         bench_latency.resolve_guard(str(run), None)
 
 
-def test_winograd_benchmark_reports_each_map_with_float32_level_nnpack_error(capsys):
+def test_winograd_benchmark_reports_each_map_with_float32_level_nnpack_error(capsys, monkeypatch):
     import bench_winograd
     from crossvis.inference.winograd import winograd_unavailable
 
-    assert bench_winograd.main(["--arch", "", "--threads", "1"]) == 0
+    monkeypatch.setattr(bench_winograd, "MAPS", ((64, 24, 40), (32, 48, 80)))   # small: seconds, not tens
+    threads = torch.get_num_threads()
+    try:
+        assert bench_winograd.main(["--arch", "", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)   # the script sets the process's thread count
     out = capsys.readouterr().out
     if winograd_unavailable(torch.device("cpu")) is not None:
         assert "NNPACK unavailable" in out
