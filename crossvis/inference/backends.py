@@ -19,7 +19,8 @@ Backends (:data:`BACKENDS`; which is fastest depends on the CPU, so
   once and whose ReLU (and a residual block's sum) runs in the same pass
   (:mod:`crossvis.inference.fused`; same numbers up to summation order);
 * ``fp32-winograd``: eager float32 with the 3×3 stride-1 convolutions run by NNPACK's Winograd
-  kernels at the map sizes where they measured faster than the direct convolution here
+  kernels at the map sizes where they measured faster than the direct convolution here (each
+  size timed when it first comes)
   (:mod:`crossvis.inference.winograd`; not the same numbers: ~1.5e-5 of the output's magnitude
   off, so it is a guarded fast-path candidate, not a float32 layout of the default path);
 * the eager and compiled torch backends run a copy of the network whose batch norms are folded
@@ -409,7 +410,8 @@ def _fused(name: str, model: nn.Module, calibration: Sequence[Tensor]) -> Networ
 
 def _winograd(model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend:
     """The folded float32 network with NNPACK's Winograd 3×3 convolutions where they measure faster,
-    timed at the map sizes of the first calibration batch (a 1×3×384×640 batch without one)."""
+    timed at the map sizes of the first calibration batch (a 1×3×384×640 batch without one) and
+    at any other size the first time it comes."""
     from crossvis.inference.winograd import winograd_for_inference
 
     example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)

@@ -12,7 +12,8 @@ Whether it wins depends on the CPU, the thread count and the map: on a 2-core Ze
 10.4 ms bfloat16 at 2 threads (14.4 / 48.2 / 20.3 ms at 1 thread), but a 24×40 map in 4.4 ms
 against 5.0 / 2.6 ms, where the kernel transform it redoes on every call dominates. So
 :func:`winograd_for_inference` times both ways for every eligible convolution at every input size
-an example run gives it, and :class:`WinogradConv2d` takes NNPACK only for the sizes where it won.
+an example run gives it (and at any other size the first time it comes), and
+:class:`WinogradConv2d` takes NNPACK only for the sizes where it won.
 
 Eligible: ``nn.Conv2d`` with a 3×3 kernel, stride 1, dilation 1, one group, zero padding smaller
 than the kernel, on float32 CPU maps. NNPACK's thread pool is created at its first use with
@@ -61,23 +62,43 @@ def winograd_eligible(module: nn.Module) -> bool:
 
 
 class WinogradConv2d(nn.Module):
-    """A 3×3 stride-1 ``nn.Conv2d`` that runs NNPACK at the input sizes in ``sizes``, itself elsewhere.
+    """A 3×3 stride-1 ``nn.Conv2d`` that runs NNPACK at the input sizes chosen for it, itself elsewhere.
 
     Args:
         conv: an eligible convolution (:func:`winograd_eligible`); its parameters are shared.
         sizes: the input ``(height, width)`` pairs to run by NNPACK.
+        timer: when given, an input size met for the first time is timed both ways with it
+            (``timer(layer, input_shape)`` → (direct seconds, NNPACK seconds)) and the faster way
+            kept for that size from then on (NNPACK when ``margin`` faster); without one, sizes
+            not in ``sizes`` run direct.
+        margin: the least relative gain that takes a size to NNPACK.
 
     Input float32 [B, C_in, H, W] (any memory format; NNPACK reads it contiguous) → float32
     [B, C_out, H + 2·pad_h − 2, W + 2·pad_w − 2], contiguous.
     """
 
-    def __init__(self, conv: nn.Conv2d, sizes: Any = ()) -> None:
+    def __init__(self, conv: nn.Conv2d, sizes: Any = (),
+                 timer: Optional[Callable[["WinogradConv2d", torch.Size], tuple[float, float]]] = None,
+                 margin: float = MARGIN) -> None:
         super().__init__()
         if not winograd_eligible(conv):
             raise ValueError(f"not a 3×3 stride-1 dilation-1 single-group zero-padded convolution: {conv}")
         self.conv = conv
-        self.sizes = {(int(h), int(w)) for h, w in sizes}
+        self.choices: dict[tuple[int, int], bool] = {(int(h), int(w)): True for h, w in sizes}
+        self.timer, self.margin = timer, margin
         self.padding = [int(p) for p in conv.padding]
+
+    @property
+    def sizes(self) -> set[tuple[int, int]]:
+        """The input ``(height, width)`` pairs this layer runs by NNPACK."""
+        return {size for size, nnpack in self.choices.items() if nnpack}
+
+    def decide(self, shape: torch.Size) -> bool:
+        """Time both ways on a batch of ``shape`` and keep the faster for its size; True: NNPACK."""
+        direct, winograd = (self.timer or time_both_ways)(self, torch.Size(shape))
+        nnpack = winograd < (1.0 - self.margin) * direct
+        self.choices[(int(shape[-2]), int(shape[-1]))] = nnpack
+        return nnpack
 
     def winograd(self, x: Tensor) -> Tensor:
         """NNPACK's convolution of ``x`` with this layer's weight and bias."""
@@ -85,8 +106,12 @@ class WinogradConv2d(nn.Module):
                                                  self.padding)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.shape[-2], x.shape[-1]) in self.sizes and x.dtype == torch.float32 and x.device.type == "cpu":
-            return self.winograd(x)
+        if x.dtype == torch.float32 and x.device.type == "cpu":
+            nnpack = self.choices.get((x.shape[-2], x.shape[-1]))
+            if nnpack is None and self.timer is not None:
+                nnpack = self.decide(x.shape)
+            if nnpack:
+                return self.winograd(x)
         return self.conv(x)
 
     def extra_repr(self) -> str:
@@ -117,16 +142,19 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
     """Replace, in place, every eligible convolution of ``network`` by a :class:`WinogradConv2d`
     that uses NNPACK at the input sizes where ``timer`` found it ``margin`` faster.
 
+    The sizes an example run gives each convolution are timed now; a size met later (a video of
+    another shape) is timed the first time it comes, so every size runs the faster way.
+
     Args:
         network: a float32 CPU network in eval mode (an inference copy: it is modified).
         run: ``run(network)`` runs it on an example batch; the sizes each convolution sees there
-            are the ones measured (a shared layer, e.g. an FCOS tower over five levels, sees several).
-        margin: the least relative gain that switches a size to NNPACK.
+            are the ones measured now (a shared layer, e.g. an FCOS tower over five levels, sees several).
+        margin: the least relative gain that takes a size to NNPACK.
         timer: ``timer(layer, input_shape)`` → (direct seconds, NNPACK seconds); default
             :func:`time_both_ways`.
 
     Returns:
-        ``network``. Layers where NNPACK won at no size stay plain ``nn.Conv2d``.
+        ``network``.
     """
     why = winograd_unavailable(next(network.parameters()).device)
     if why is not None:
@@ -145,18 +173,14 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
     finally:
         for hook in hooks:
             hook.remove()
-    replaced, measured = 0, 0
+    won = 0
     for name, seen in shapes.items():
-        layer = WinogradConv2d(network.get_submodule(name))
+        layer = WinogradConv2d(network.get_submodule(name), timer=timer, margin=margin)
         for shape in sorted(seen):
-            direct, winograd = timer(layer, torch.Size(shape))
-            measured += 1
-            if winograd < (1.0 - margin) * direct:
-                layer.sizes.add((shape[-2], shape[-1]))
-        if layer.sizes:
-            parent, _, child = name.rpartition(".")
-            setattr(network.get_submodule(parent) if parent else network, child, layer)
-            replaced += 1
+            layer.decide(torch.Size(shape))
+        won += bool(layer.sizes)
+        parent, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent) if parent else network, child, layer)
     logger.debug("winograd: NNPACK faster for %d of %d eligible convolutions (%d sizes measured)",
-                replaced, len(shapes), measured)
+                 won, len(shapes), sum(len(seen) for seen in shapes.values()))
     return network

@@ -48,6 +48,7 @@ def test_nnpack_gives_the_convolution_to_float32_rounding(c_in, c_out, h, w, pad
 
 
 def test_sizes_not_chosen_run_the_layers_own_convolution():
+    """Without a timer, a size not in ``sizes`` runs the layer's own convolution."""
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1)
     layer = WinogradConv2d(conv, sizes=[(16, 16)])
@@ -116,11 +117,52 @@ def test_the_timer_decides_per_layer_and_size_with_the_margin():
                                              (loser, (1, 6, 20, 24))], key=str)
     assert isinstance(network.shared, WinogradConv2d) and network.shared.sizes == {(20, 24)}
     assert network.shared.conv is shared
-    assert network.loser is loser and type(network.down) is nn.Conv2d
+    assert network.loser.conv is loser and network.loser.sizes == set()   # kept to time new sizes
+    assert network.loser.choices == {(20, 24): False}
+    assert type(network.down) is nn.Conv2d
+    asked.clear()
     with torch.inference_mode():
         got = network(x)
+    assert asked == []   # the sizes were decided when it was built
     for g, r in zip(got, reference):
         assert float((g - r).abs().max() / r.abs().max()) < 1e-4
+
+
+def test_a_size_met_later_is_timed_once_then_kept():
+    torch.manual_seed(0)
+    network = _Shared().eval()
+    asked = []
+
+    def timer(layer, shape):
+        asked.append((layer.conv, tuple(shape)))
+        return (1.0, 0.5) if shape[-1] == 30 else (1.0, 2.0)
+
+    shared = network.shared
+    winograd_for_inference(network, lambda n: n(torch.randn(1, 6, 20, 24)), timer=timer)
+    asked.clear()
+    x = torch.randn(1, 6, 16, 30)   # another video's size: new sizes for all three layers
+    with torch.inference_mode():
+        first = network(x)
+        again = network(x)
+    assert sorted(asked, key=str) == sorted([(shared, (1, 6, 16, 30)), (shared, (1, 6, 8, 15)),
+                                             (network.loser.conv, (1, 6, 16, 30))], key=str)
+    assert network.shared.sizes == {(16, 30)} and network.loser.sizes == {(16, 30)}
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    with torch.no_grad():
+        reference = _unwrapped(network)(x)
+    for g, r in zip(first, reference):
+        assert float((g - r).abs().max() / r.abs().max()) < 1e-4
+
+
+def _unwrapped(network: nn.Module) -> nn.Module:
+    """``network`` with each WinogradConv2d back to its own convolution (a copy)."""
+    import copy
+
+    plain = copy.deepcopy(network)
+    for name, module in list(plain.named_children()):
+        if isinstance(module, WinogradConv2d):
+            setattr(plain, name, module.conv)
+    return plain
 
 
 def test_the_default_timer_times_both_ways_on_the_shape():
