@@ -16,7 +16,7 @@ from crossvis.inference.winograd import (WinogradConv2d, winograd_eligible, wino
                                          winograd_unavailable)
 
 CPU = torch.device("cpu")
-pytestmark = pytest.mark.skipif(winograd_unavailable(CPU) is not None, reason=str(winograd_unavailable(CPU)))
+needs_nnpack = pytest.mark.skipif(winograd_unavailable(CPU) is not None, reason=str(winograd_unavailable(CPU)))
 
 
 def _relative_error(got: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor) -> float:
@@ -27,6 +27,7 @@ def _relative_error(got: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor) -> floa
         return float((got.double() - reference).abs().max() / reference.abs().max().clamp(min=1e-12))
 
 
+@needs_nnpack
 @settings(max_examples=40, deadline=None)
 @given(c_in=st.integers(1, 24), c_out=st.integers(1, 24), h=st.integers(1, 19), w=st.integers(1, 19),
        pad_h=st.integers(0, 2), pad_w=st.integers(0, 2), bias=st.booleans(), batch=st.integers(1, 2),
@@ -47,6 +48,7 @@ def test_nnpack_gives_the_convolution_to_float32_rounding(c_in, c_out, h, w, pad
         assert torch.equal(layer(x.contiguous(memory_format=torch.channels_last)), got)
 
 
+@needs_nnpack
 def test_sizes_not_chosen_run_the_layers_own_convolution():
     """Without a timer, a size not in ``sizes`` runs the layer's own convolution."""
     torch.manual_seed(0)
@@ -96,6 +98,7 @@ class _Shared(nn.Module):
         return [self.loser(self.shared(x)), self.shared(small)]
 
 
+@needs_nnpack
 def test_the_timer_decides_per_layer_and_size_with_the_margin():
     torch.manual_seed(0)
     network = _Shared().eval()
@@ -128,6 +131,7 @@ def test_the_timer_decides_per_layer_and_size_with_the_margin():
         assert float((g - r).abs().max() / r.abs().max()) < 1e-4
 
 
+@needs_nnpack
 def test_a_size_met_later_is_timed_once_then_kept():
     torch.manual_seed(0)
     network = _Shared().eval()
@@ -165,12 +169,14 @@ def _unwrapped(network: nn.Module) -> nn.Module:
     return plain
 
 
+@needs_nnpack
 def test_the_default_timer_times_both_ways_on_the_shape():
     conv = nn.Conv2d(4, 4, 3, padding=1)
     direct, nnpack = winograd.time_both_ways(WinogradConv2d(conv), torch.Size((1, 4, 12, 12)), repeats=2)
     assert direct > 0 and nnpack > 0
 
 
+@needs_nnpack
 def test_fp32_winograd_backend_runs_nnpack_and_matches_float32(monkeypatch):
     from crossvis.inference.backends import build_backend
     from crossvis.models import build_model
