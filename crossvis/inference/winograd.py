@@ -72,6 +72,8 @@ class WinogradConv2d(nn.Module):
             kept for that size from then on (NNPACK when ``margin`` faster); without one, sizes
             not in ``sizes`` run direct.
         margin: the least relative gain that takes a size to NNPACK.
+        shared: decisions to share between layers, keyed by :meth:`timing_key`: the timing depends
+            on the shapes only, so layers of the same shape at the same input size are timed once.
 
     Input float32 [B, C_in, H, W] (any memory format; NNPACK reads it contiguous) → float32
     [B, C_out, H + 2·pad_h − 2, W + 2·pad_w − 2], contiguous.
@@ -79,13 +81,14 @@ class WinogradConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, sizes: Any = (),
                  timer: Optional[Callable[["WinogradConv2d", torch.Size], tuple[float, float]]] = None,
-                 margin: float = MARGIN) -> None:
+                 margin: float = MARGIN, shared: Optional[dict] = None) -> None:
         super().__init__()
         if not winograd_eligible(conv):
             raise ValueError(f"not a 3×3 stride-1 dilation-1 single-group zero-padded convolution: {conv}")
         self.conv = conv
         self.choices: dict[tuple[int, int], bool] = {(int(h), int(w)): True for h, w in sizes}
         self.timer, self.margin = timer, margin
+        self.shared = shared if shared is not None else {}
         self.padding = [int(p) for p in conv.padding]
 
     @property
@@ -93,10 +96,18 @@ class WinogradConv2d(nn.Module):
         """The input ``(height, width)`` pairs this layer runs by NNPACK."""
         return {size for size, nnpack in self.choices.items() if nnpack}
 
+    def timing_key(self, shape: torch.Size) -> tuple:
+        """What the timing of this layer on an input of ``shape`` depends on: the shapes, not the weights."""
+        return (tuple(self.conv.weight.shape), tuple(self.padding), self.conv.bias is not None, tuple(shape))
+
     def decide(self, shape: torch.Size) -> bool:
-        """Time both ways on a batch of ``shape`` and keep the faster for its size; True: NNPACK."""
-        direct, winograd = (self.timer or time_both_ways)(self, torch.Size(shape))
-        nnpack = winograd < (1.0 - self.margin) * direct
+        """Time both ways on a batch of ``shape`` (unless a layer of the same shape already did) and
+        keep the faster for its size; True: NNPACK."""
+        key = self.timing_key(shape)
+        if key not in self.shared:
+            direct, winograd = (self.timer or time_both_ways)(self, torch.Size(shape))
+            self.shared[key] = winograd < (1.0 - self.margin) * direct
+        nnpack = self.shared[key]
         self.choices[(int(shape[-2]), int(shape[-1]))] = nnpack
         return nnpack
 
@@ -143,7 +154,8 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
     that uses NNPACK at the input sizes where ``timer`` found it ``margin`` faster.
 
     The sizes an example run gives each convolution are timed now; a size met later (a video of
-    another shape) is timed the first time it comes, so every size runs the faster way.
+    another shape) is timed the first time it comes, so every size runs the faster way. Layers of
+    the same shape share their timings (an FCOS head's three towers: 12 layers, one timing per level).
 
     Args:
         network: a float32 CPU network in eval mode (an inference copy: it is modified).
@@ -173,14 +185,14 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
     finally:
         for hook in hooks:
             hook.remove()
-    won = 0
+    won, decisions = 0, {}
     for name, seen in shapes.items():
-        layer = WinogradConv2d(network.get_submodule(name), timer=timer, margin=margin)
+        layer = WinogradConv2d(network.get_submodule(name), timer=timer, margin=margin, shared=decisions)
         for shape in sorted(seen):
             layer.decide(torch.Size(shape))
         won += bool(layer.sizes)
         parent, _, child = name.rpartition(".")
         setattr(network.get_submodule(parent) if parent else network, child, layer)
-    logger.debug("winograd: NNPACK faster for %d of %d eligible convolutions (%d sizes measured)",
-                 won, len(shapes), sum(len(seen) for seen in shapes.values()))
+    logger.debug("winograd: NNPACK faster for %d of %d eligible convolutions (%d layer shapes and sizes timed)",
+                 won, len(shapes), len(decisions))
     return network

@@ -90,7 +90,7 @@ class _Shared(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.shared = nn.Conv2d(6, 6, 3, padding=1)
-        self.loser = nn.Conv2d(6, 6, 3, padding=1)
+        self.loser = nn.Conv2d(6, 6, 3, padding=1, bias=False)   # another shape: timed on its own
         self.down = nn.Conv2d(6, 6, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -207,3 +207,23 @@ def test_fp32_winograd_backend_runs_nnpack_and_matches_float32(monkeypatch):
 
 def test_unavailable_off_the_cpu():
     assert "CPU" in winograd_unavailable(torch.device("cuda"))
+
+
+@needs_nnpack
+def test_layers_of_one_shape_share_one_timing_per_size():
+    """The timing depends on the shapes only: three towers of equal convolutions over two levels
+    are timed twice, and every layer takes the decision for its size."""
+    torch.manual_seed(0)
+    towers = nn.ModuleList(nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(2)]) for _ in range(3))
+    levels = [torch.randn(1, 4, 16, 20), torch.randn(1, 4, 8, 10)]
+    asked = []
+
+    def timer(layer, shape):
+        asked.append(tuple(shape))
+        return (1.0, 0.5) if shape[-1] == 20 else (1.0, 2.0)
+
+    winograd_for_inference(towers, lambda n: [tower(x) for tower in n for x in levels], timer=timer)
+    assert sorted(asked) == [(1, 4, 8, 10), (1, 4, 16, 20)]
+    layers = [m for m in towers.modules() if isinstance(m, WinogradConv2d)]
+    assert len(layers) == 6 and all(layer.sizes == {(16, 20)} for layer in layers)
+    assert all(layer.choices == {(16, 20): True, (8, 10): False} for layer in layers)
