@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
-__all__ = ["FusedConv2d", "Float32Part", "fuse_for_inference", "fusion_unavailable"]
+__all__ = ["FusedConv2d", "Float32Part", "fuse_for_inference", "fusion_unavailable", "conv_input_sizes"]
 
 logger = logging.getLogger(__name__)
 
@@ -265,8 +265,11 @@ def _rewrite(module: nn.Module, pack: Pack) -> nn.Module:
     return module
 
 
-def _input_sizes(network: nn.Module, run: Callable[[nn.Module], object]) -> dict[int, list[tuple[int, ...]]]:
-    """The input sizes each ``nn.Conv2d`` of ``network`` sees in ``run(network)`` (by id), largest first."""
+def conv_input_sizes(network: nn.Module, run: Callable[[nn.Module], object],
+                     include: Optional[Callable[[nn.Module], bool]] = None) -> dict[int, list[tuple[int, ...]]]:
+    """The input shapes each selected module of ``network`` sees in ``run(network)`` (by ``id``),
+    largest first; ``include`` selects the modules (default: the convolutions this module fuses)."""
+    include = include or _fusable
     sizes: dict[int, list[tuple[int, ...]]] = {}
 
     def record(conv: nn.Module, args: tuple) -> None:
@@ -276,7 +279,7 @@ def _input_sizes(network: nn.Module, run: Callable[[nn.Module], object]) -> dict
             seen.append(shape)
             seen.sort(key=lambda s: -torch.Size(s).numel())
 
-    hooks = [m.register_forward_pre_hook(record) for m in network.modules() if _fusable(m)]
+    hooks = [m.register_forward_pre_hook(record) for m in network.modules() if include(m)]
     try:
         with torch.inference_mode():
             run(network)
@@ -325,7 +328,7 @@ def fuse_for_inference(network: nn.Module, run: Callable[[nn.Module], object],
     Returns:
         the rewritten network (the same object, unless the network itself is a fusable block).
     """
-    sizes = _input_sizes(network, run)
+    sizes = conv_input_sizes(network, run)
     kept: set[int] = set()
     for name in float32_parts if dtype != torch.float32 and not autocast_numerics else ():
         parent, _, attr = name.rpartition(".")

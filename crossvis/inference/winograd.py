@@ -30,6 +30,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from crossvis.inference.fused import conv_input_sizes
+
 __all__ = ["WinogradConv2d", "winograd_eligible", "winograd_for_inference", "winograd_unavailable",
            "time_both_ways"]
 
@@ -172,19 +174,9 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
     if why is not None:
         raise RuntimeError(why)
     timer = timer or time_both_ways
-    shapes: dict[str, set] = {}
-    hooks = []
-    for name, module in network.named_modules():
-        if name and winograd_eligible(module):
-            shapes[name] = set()
-            hooks.append(module.register_forward_pre_hook(
-                lambda m, args, name=name: shapes[name].add(tuple(args[0].shape))))
-    try:
-        with torch.inference_mode():
-            run(network)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    seen_by_id = conv_input_sizes(network, run, winograd_eligible)
+    shapes = {name: seen_by_id.get(id(module), []) for name, module in network.named_modules()
+              if name and winograd_eligible(module)}
     won, decisions = 0, {}
     for name, seen in shapes.items():
         layer = WinogradConv2d(network.get_submodule(name), timer=timer, margin=margin, shared=decisions)
