@@ -130,11 +130,16 @@ def free_physical_cores(window: float = LOAD_SAMPLE_S) -> int:
     """:func:`available_physical_cores` less those other processes keep busy now (at least 1).
 
     A CPU counts as taken when others use more than half of it on average over the window;
-    hyper-threads are converted to physical cores in proportion.
+    hyper-threads are converted to physical cores in proportion. A window that finds a core taken
+    is sampled once more and the lower reading kept: a burst of another process (a shell command,
+    a process starting or exiting) must not halve the threads of a whole run; a busy job keeps
+    its core in both windows.
     """
     cores = available_physical_cores()
-    cpus = max(1, len(_allowed_cpus()))
-    taken = int(busy_cpus(window) * min(1.0, cores / cpus) + 0.5)
+    share = min(1.0, cores / max(1, len(_allowed_cpus())))
+    taken = int(busy_cpus(window) * share + 0.5)
+    if taken > 0:
+        taken = min(taken, int(busy_cpus(window) * share + 0.5))
     return max(1, cores - taken)
 
 

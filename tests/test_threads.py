@@ -100,6 +100,16 @@ def test_hyperthread_siblings_convert_busy_cpus_to_cores(machine, monkeypatch):
     assert threads.free_physical_cores() == 1
 
 
+def test_a_burst_in_one_window_does_not_take_a_core(machine, monkeypatch):
+    """A core found taken is sampled again; only a load seen in both windows leaves it out."""
+    machine([0, 1], {0: ("0", "0"), 1: ("0", "1")})
+    for readings, free in (([1.0, 0.1], 2), ([0.9, 1.0], 1), ([0.1], 2), ([2.0, 1.0], 1)):
+        calls = iter(readings)
+        monkeypatch.setattr(threads, "busy_cpus", lambda window=0.0: next(calls))
+        assert threads.free_physical_cores() == free, readings
+        assert next(calls, None) is None, f"{readings}: every reading used, no more"
+
+
 def _stat_line(cpu: int, busy: int, idle: int) -> str:
     return f"cpu{cpu} {busy} 0 0 {idle} 0 0 0 0 0 0\n"
 
