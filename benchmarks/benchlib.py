@@ -434,6 +434,10 @@ def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str
     ``mask_iou`` = :func:`~crossvis.inference.autotune.mask_agreement` of its tracked instances
     with the fp32 ones over all frames, ``AP`` (YouTube-VIS, a fraction like the official evaluator's) and ``dAP`` = AP − AP(fp32);
     a backend that cannot run here gets ``skipped``.
+
+    The predictors run on the caller's torch thread count (``runtime.num_threads`` is set to it):
+    a predictor otherwise sets the process's threads to the recipe's default, and the benchmark
+    that called the guard would time everything after it at that count, not at its ``--threads``.
     """
     import json
     from pathlib import Path
@@ -446,7 +450,7 @@ def backend_accuracy(recipe: Any, names: Sequence[str], checkpoint: Optional[str
     from crossvis.inference.predictor import Predictor
     from crossvis.recipes import load_recipe
 
-    recipe = load_recipe(recipe)
+    recipe = load_recipe(recipe, [f"runtime.num_threads={torch.get_num_threads()}"])
     test = recipe.get("data", {}).get("test") or {}
     if not test.get("annotations") or not test.get("images"):
         raise CrossVISError("the accuracy check needs data.test.annotations and data.test.images in the recipe")

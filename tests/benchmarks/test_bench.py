@@ -159,3 +159,38 @@ def test_winograd_benchmark_reports_each_map_with_float32_level_nnpack_error(cap
         gflop, nnpack_ms, fp32_err, nnpack_err = float(row[1]), float(row[4]), float(row[5]), float(row[7])
         assert gflop > 0 and nnpack_ms > 0
         assert fp32_err < 1e-5 and nnpack_err < 1e-4   # both float32-level, against float64
+
+
+def test_the_accuracy_guard_keeps_the_callers_thread_count(tmp_path, monkeypatch):
+    """The guard's predictors run at the benchmark's thread count and leave it set: before, each
+    one set the recipe's default (the free cores), so `crossvis bench --threads 1` timed at 2."""
+    import yaml
+
+    from crossvis import threads
+    from benchlib import backend_accuracy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
+    from vis_fixtures import write_handmade_vis
+
+    annotations, images = write_handmade_vis(tmp_path, "valid", num_frames=2)
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "helpers" / "tiny_crossvis.yaml").read_text())
+    recipe["data"] = {"test": {"annotations": str(annotations), "images": str(images)}}
+    monkeypatch.setattr(threads, "free_physical_cores", lambda window=0.0: 2)  # the recipe default would be 2
+    seen = []
+    from crossvis.inference import predictor as predictor_module
+    original_track = predictor_module.OnlinePredictor.track
+
+    def track(self, frames):
+        seen.append(torch.get_num_threads())
+        yield from original_track(self, frames)
+
+    monkeypatch.setattr(predictor_module.OnlinePredictor, "track", track)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        table = backend_accuracy(recipe, ["fp32"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    assert table["fp32"]["mask_iou"] == 1.0 and table["fp32"]["dAP"] == 0.0
