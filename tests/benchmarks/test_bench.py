@@ -1,9 +1,8 @@
 """Benchmark helpers: frames, timing, the fixed detection count, the table."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
+import pytest
 import torch
 
 import sys
@@ -23,39 +22,65 @@ def test_synthetic_frames_are_deterministic_uint8_rgb():
     assert not np.array_equal(a[0], a[2])  # the blobs move
 
 
-def test_time_per_frame_times_every_frame_after_untimed_warmup():
+class _FakeClock:
+    """A ``time`` stand-in for ``benchlib``: wall and CPU clocks that move only when a step (or a
+    pause) advances them, so the timing helpers are checked exactly on a loaded machine."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def perf_counter(self):
+        return self.wall
+
+    def process_time(self):
+        return self.cpu
+
+    def sleep(self, seconds):  # the pause between rounds: idle wall time
+        self.wall += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    import benchlib
+
+    fake = _FakeClock()
+    monkeypatch.setattr(benchlib, "time", fake)
+    return fake
+
+
+def test_time_per_frame_times_every_frame_after_untimed_warmup(clock):
     calls = []
 
     def step(frame):
         calls.append(frame)
-        time.sleep(0.01 * frame)  # wall time grows with the frame, CPU time stays near zero
+        clock.wall += 0.01 * frame  # wall time grows with the frame, CPU time is a quarter of it
+        clock.cpu += 0.0025 * frame
 
     times = time_per_frame(step, [1, 2, 3, 4], warmup=2)
-    assert calls == [1, 2, 1, 2, 3, 4] and len(times) == 4
-    walls = [wall for wall, _ in times]
-    assert walls == sorted(walls) and walls[0] >= 0.01 and walls[3] >= 0.04
-    assert all(cpu < wall for wall, cpu in times)  # sleeping is not CPU time
+    assert calls == [1, 2, 1, 2, 3, 4]
+    assert [wall for wall, _ in times] == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    assert [cpu for _, cpu in times] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
 
 
-def test_side_by_side_steps_take_turns_on_every_frame_in_rotating_order():
+def test_side_by_side_steps_take_turns_on_every_frame_in_rotating_order(clock):
     calls = []
 
     def step(name, seconds):
         def run(frame):
             calls.append((name, frame))
-            time.sleep(seconds)
+            clock.wall += seconds * frame
         return run
 
     times = time_side_by_side([step("a", 0.004), step("b", 0.012), step("c", 0.0)], [1, 2, 3], warmup=1,
-                              pause=0.0)
+                              pause=0.5)
     assert calls[:3] == [("a", 1), ("b", 1), ("c", 1)]  # the untimed warm-up round
     timed = calls[3:]
     assert [f for _, f in timed] == [1, 1, 1, 2, 2, 2, 3, 3, 3]  # every frame by all before the next
     assert [n for n, _ in timed] == list("abc" "bca" "cab")  # each step first once
-    assert [len(t) for t in times] == [3, 3, 3]
-    walls = [[wall for wall, _ in t] for t in times]
-    assert min(walls[1]) >= 0.012 and min(walls[0]) >= 0.004  # each step's own time, not its neighbours'
-    assert max(walls[2]) < 0.004 and max(walls[0]) < min(walls[1])
+    # each step's own time on each frame, neither its neighbours' nor the pause
+    assert [[wall for wall, _ in t] for t in times] == [pytest.approx([0.004, 0.008, 0.012]),
+                                                        pytest.approx([0.012, 0.024, 0.036]), [0.0, 0.0, 0.0]]
+    assert all(cpu == 0.0 for t in times for _, cpu in t)
 
 
 def test_random_crossvis_model_is_held_at_the_requested_detection_count():

@@ -135,29 +135,46 @@ def test_training_setup_probe_has_no_side_effects():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-class _SlowUnlessBf16(torch.nn.Module):
-    """A model whose training step takes ``fp32_s`` seconds in float32 and ``bf16_s`` under autocast."""
+class _FakeClock:
+    """A ``time`` stand-in whose ``perf_counter`` moves only when a model step advances it."""
 
-    def __init__(self, fp32_s, bf16_s):
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def __deepcopy__(self, memo):  # the probe times deep copies of the model: they share one clock
+        return self
+
+
+class _SlowUnlessBf16(torch.nn.Module):
+    """A model whose training step takes ``fp32_s`` seconds in float32 and ``bf16_s`` under autocast,
+    on ``clock`` (a fake clock, so the test is exact on a loaded machine)."""
+
+    def __init__(self, fp32_s, bf16_s, clock):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.ones(()))
-        self.fp32_s, self.bf16_s = fp32_s, bf16_s
+        self.fp32_s, self.bf16_s, self.clock = fp32_s, bf16_s, clock
 
     def forward(self, batch):
-        import time
-
-        time.sleep(self.bf16_s if torch.is_autocast_enabled("cpu") else self.fp32_s)
+        self.clock.now += self.bf16_s if torch.is_autocast_enabled("cpu") else self.fp32_s
         return {"loss": self.weight * 1.0}
 
 
-@pytest.mark.parametrize("bf16_s, chosen", [(0.01, True), (0.048, False), (0.2, False)])
-def test_probe_picks_bf16_only_when_clearly_faster(bf16_s, chosen):
+@pytest.mark.parametrize("bf16_s, chosen", [(0.01, True), (0.048, False), (0.0474, True), (0.2, False)])
+def test_probe_picks_bf16_only_when_clearly_faster(bf16_s, chosen, monkeypatch):
     """The baseline (float32) keeps a tie or a gain under the 5% margin; a clear gain wins."""
+    import crossvis.training.autotune as autotune
     from crossvis.training.autotune import TrainingSetup, fastest_training_setup
 
-    best, seconds = fastest_training_setup(_SlowUnlessBf16(0.05, bf16_s), [], ["contiguous"], [False, True])
+    clock = _FakeClock()
+    monkeypatch.setattr(autotune, "time", clock)
+    model = _SlowUnlessBf16(0.05, bf16_s, clock)
+    best, seconds = fastest_training_setup(model, [], ["contiguous"], [False, True])
     assert best == TrainingSetup("contiguous", chosen)
-    assert seconds[TrainingSetup("contiguous", True)] == pytest.approx(bf16_s, abs=0.03)
+    assert seconds[TrainingSetup("contiguous", True)] == pytest.approx(bf16_s)
+    assert seconds[TrainingSetup("contiguous", False)] == pytest.approx(0.05)
 
 
 def test_auto_precision_skips_bf16_where_the_cpu_only_emulates_it(tmp_path, monkeypatch):
