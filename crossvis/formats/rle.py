@@ -55,9 +55,10 @@ def encode_mask(mask: Any) -> dict:
 def encode_masks(masks: Any, threads: int = 1) -> list[dict]:
     """Compressed RLE of N binary masks, bool/uint8 [N, H, W] -> N dicts ``{"size": [H, W], "counts": str}``.
 
-    ``threads`` > 1 allows encoding slices of the masks on that many threads with pycocotools'
-    own C encoder (:mod:`crossvis.formats.rle_encode`; the same strings), which is used when the
-    first calls measured it faster than one thread. Masks stored column-major (the transposed
+    The masks are encoded with pycocotools' own C encoder, reading only each mask's occupied
+    columns (:mod:`crossvis.formats.rle_encode`; the same strings); ``threads`` > 1 allows
+    encoding slices of the masks on that many threads, which is used when the first calls
+    measured it faster than one thread. Masks stored column-major (the transposed
     view of a contiguous [N, W, H] array) are encoded without a transposing copy.
     """
     masks = _as_numpy(masks)
@@ -69,7 +70,7 @@ def encode_masks(masks: Any, threads: int = 1) -> list[dict]:
     # pycocotools wants a Fortran-ordered H×W×N array, i.e. N×W×H in C order: one transposing copy
     fortran = np.ascontiguousarray(binary.transpose(0, 2, 1)).transpose(2, 1, 0)
     h, w = int(masks.shape[1]), int(masks.shape[2])
-    counts = _THREAD_CHOICE.encode(fortran, threads) if threads > 1 else None
+    counts = _THREAD_CHOICE.encode(fortran, threads)
     if counts is None:
         counts = [r["counts"] for r in mask_utils.encode(fortran)]
     return [{"size": [h, w], "counts": c.decode("ascii")} for c in counts]

@@ -1,14 +1,21 @@
-"""pycocotools' own RLE encoder, called so that several threads can encode at once.
+"""pycocotools' own RLE encoder, called so that several threads can encode at once and only the
+occupied columns are read.
 
 ``pycocotools.mask.encode`` runs ``maskApi.c``'s ``rleEncode`` and ``rleToString`` while holding
 the GIL: one core reads every pixel of every mask (20 MB for 87 masks of a 360×640 frame, ~10 ms),
 however many cores are idle. The same two C functions are exported by pycocotools' extension
 module, so :func:`encode_counts` calls them through :mod:`ctypes`, which releases the GIL for the
-duration of each call: the masks are split into contiguous slices and each slice is encoded on its
-own thread. The strings are byte for byte those of ``pycocotools.mask.encode`` (the same C code);
-on first use a few masks are encoded both ways, and any difference, or a pycocotools build that
-does not export the functions, makes :func:`encode_counts` return ``None`` (callers then use
-``pycocotools.mask.encode``).
+duration of each ``rleEncode`` call: the masks are split into contiguous slices and each slice is
+encoded on its own thread. ``rleEncode``'s pixel loop runs at ~2 GB/s; the columns outside a mask's
+first and last occupied one are found first, eight bytes at a time (:func:`column_spans`, ~16 GB/s),
+and are not passed to it: they only lengthen the first and the last run of zeros. Measured on
+360×640 frames of 85 masks (``benchmarks/bench_rle.py``): masks a tenth of the frame wide 2.4
+against 5.4 ms on one thread, 2.3 against 3.2 on two; the benchmark model's random-weight masks
+(80% of the width) 0.96 of the time; masks that all span the whole width 1.1–1.2× (the scan is
+lost). The strings are byte for byte those of ``pycocotools.mask.encode`` (the
+same C code); on first use a few masks are encoded both ways, and any difference, or a
+pycocotools build that does not export the functions, makes :func:`encode_counts` return ``None``
+(callers then use ``pycocotools.mask.encode``).
 
 More threads are not always faster: right after a parallel torch operation, torch's OpenMP
 threads keep the other cores busy-waiting for a while (see :mod:`crossvis.threads`), and a second
@@ -28,7 +35,7 @@ import numpy as np
 # ctypes, ctypes.util and threading are imported when first needed: with ctypes.util's
 # subprocess they cost ~5 ms of every `crossvis evaluate`, which never encodes
 
-__all__ = ["encode_counts", "ThreadChoice", "MIN_PIXELS_PER_THREAD"]
+__all__ = ["encode_counts", "column_spans", "ThreadChoice", "MIN_PIXELS_PER_THREAD"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +70,57 @@ class _Native:
         self.free = libc.free
         self.free.argtypes, self.free.restype = [ctypes.c_void_p], None
 
-    def encode_slice(self, base: int, h: int, w: int, start: int, stop: int, out: list) -> None:
-        """Compressed counts (bytes) of masks ``start:stop`` of the buffer at ``base`` into ``out``."""
-        ctypes, count = self.ctypes, stop - start
-        rles = (self.rle * count)()
-        try:
-            self.encode(rles, base + start * h * w, h, w, count)
-            for i in range(count):
-                text = self.to_string(ctypes.byref(rles[i]))
+    def encode_slice(self, columns: np.ndarray, start: int, stop: int, out: list) -> None:
+        """Compressed counts (bytes) of masks ``start:stop`` of ``columns`` into ``out``.
+
+        Args:
+            columns: uint8 0/1 [N, W, H], C-contiguous: N column-major masks.
+
+        The encoder reads only each mask's columns from its first nonzero one to one past its last
+        (:func:`column_spans`; the extra column is all zero, so the runs end with zeros). The zero
+        columns before and after are then added to the first and the last run in place: the
+        counts are those of the whole mask.
+        """
+        ctypes = self.ctypes
+        _, w, h = columns.shape
+        base = columns.ctypes.data
+        rle = self.rle()
+        for i, (first, last) in enumerate(column_spans(columns[start:stop]).tolist(), start):
+            read = min(last + 1, w) - first  # (0, 0) for an empty mask: one zero column
+            self.encode(ctypes.byref(rle), base + (i * w + first) * h, h, read, 1)
+            try:  # runs alternate zeros, ones, zeros, ...; the first counts zeros (possibly 0)
+                rle.cnts[0] += first * h
+                rle.cnts[rle.m - 1] += (w - first - read) * h  # a run of zeros where anything is left
+                rle.w = w
+                text = self.to_string(ctypes.byref(rle))
                 try:
-                    out[start + i] = ctypes.string_at(text)
+                    out[i] = ctypes.string_at(text)
                 finally:
                     self.free(text)
-        finally:
-            for i in range(count):
-                self.free_rle(ctypes.byref(rles[i]))  # frees cnts (NULL-safe) and sets it to NULL
+            finally:
+                self.free_rle(ctypes.byref(rle))  # frees cnts and sets it to NULL
+
+
+def column_spans(columns: np.ndarray) -> np.ndarray:
+    """int64 [N, 2]: per mask the first column holding a nonzero pixel and one past the last
+    ((0, 0) for an empty mask).
+
+    Args:
+        columns: uint8 [N, W, H] masks, C-contiguous (each column's H pixels contiguous).
+
+    A column is tested by OR-ing its bytes eight at a time where H is a multiple of 8 (~16 GB/s,
+    against ~2 GB/s for the encoder's pixel loop, so skipping the empty columns pays).
+    """
+    n, w, h = columns.shape
+    if h % 8 == 0 and columns.flags.c_contiguous:
+        occupied = np.bitwise_or.reduce(columns.view(np.uint64), axis=2) != 0
+    else:
+        occupied = np.bitwise_or.reduce(columns, axis=2) != 0
+    spans = np.zeros((n, 2), dtype=np.int64)
+    present = occupied.any(axis=1)
+    spans[present, 0] = occupied[present].argmax(axis=1)
+    spans[present, 1] = w - occupied[present, ::-1].argmax(axis=1)
+    return spans
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,11 +131,13 @@ def _native() -> Optional[_Native]:
 
         native = _Native(_mask.__file__)
         rng = np.random.default_rng(0)
-        probe = np.asfortranarray(rng.random((7, 5, 3)) < 0.5, dtype=np.uint8)
-        probe[:, :, 2] = 1
+        probe = np.asfortranarray(rng.random((7, 5, 4)) < 0.5, dtype=np.uint8)
+        probe[:, :, 1] = 1  # full; then one inner column only, empty
+        probe[:, :, 2:] = 0
+        probe[2:4, 2, 2] = 1
         expected = [r["counts"] for r in mask_utils.encode(probe)]
-        got: list = [None] * 3
-        native.encode_slice(probe.ctypes.data, 7, 5, 0, 3, got)
+        got: list = [None] * 4
+        native.encode_slice(probe.T, 0, 4, got)
         if got != expected:
             logger.warning("pycocotools' C encoder gave other strings through ctypes; encoding on one thread")
             return None
@@ -122,12 +167,12 @@ def encode_counts(masks: np.ndarray, threads: int) -> Optional[list[bytes]]:
     workers = max(1, min(int(threads), n, (h * w * n) // MIN_PIXELS_PER_THREAD))
     out: list[Any] = [None] * n
     bounds = [round(i * n / workers) for i in range(workers + 1)]
-    base = masks.ctypes.data
+    columns = masks.T  # [N, W, H], C-contiguous
     errors: list[BaseException] = []
 
     def run(start: int, stop: int) -> None:
         try:
-            native.encode_slice(base, h, w, start, stop, out)
+            native.encode_slice(columns, start, stop, out)
         except BaseException as error:  # re-raised by the caller
             errors.append(error)
 

@@ -219,3 +219,19 @@ def test_the_accuracy_guard_keeps_the_callers_thread_count(tmp_path, monkeypatch
         torch.set_num_threads(before)
     assert seen and set(seen) == {1}
     assert table["fp32"]["mask_iou"] == 1.0 and table["fp32"]["dAP"] == 0.0
+
+
+def test_rle_benchmark_checks_the_strings_and_times_each_encoder(capsys):
+    import bench_rle
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(3)
+    masks = bench_rle.frame_masks(40, 64, 5, 0.25, rng)
+    assert masks.shape == (40, 64, 5) and masks.flags.f_contiguous and masks.dtype == np.uint8
+    widths = [np.flatnonzero(masks[:, :, i].any(axis=0)) for i in range(5)]
+    assert all(0 < len(cols) <= 0.25 * 1.5 * 64 + 1 and len(cols) == cols[-1] - cols[0] + 1 for cols in widths)
+    whole = bench_rle.every_column(lambda m: bench_rle.rle_encode.encode_counts(m, 1))
+    assert whole(masks) == [r["counts"] for r in mask_utils.encode(masks)]
+    assert bench_rle.main(["--height", "40", "--width", "64", "--masks", "5", "--frames", "2", "--spans", "0.2,1.0"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [row.split()[0] for row in rows] == ["0.2", "1.0"] and all(len(row.split()) == 8 for row in rows)

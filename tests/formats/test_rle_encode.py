@@ -23,8 +23,9 @@ def _official(masks: np.ndarray) -> list[dict]:
 @st.composite
 def _masks(draw):
     n, h, w = draw(st.integers(1, 7)), draw(st.integers(1, 30)), draw(st.integers(1, 30))
+    h = draw(st.sampled_from([h, 8 * (h // 8 + 1)]))  # column heights a multiple of 8 are scanned in words
     seed = draw(st.integers(0, 2 ** 32 - 1))
-    kind = draw(st.sampled_from(["noise", "blobs", "empty", "full"]))
+    kind = draw(st.sampled_from(["noise", "blobs", "empty", "full", "columns"]))
     rng = np.random.default_rng(seed)
     if kind == "noise":
         return rng.random((n, h, w)) < draw(st.floats(0.0, 1.0))
@@ -32,6 +33,13 @@ def _masks(draw):
         y, x = np.mgrid[:h, :w]
         cy, cx, r = rng.random((3, n, 1, 1)) * np.array([h, w, max(h, w)]).reshape(3, 1, 1, 1)
         return (y - cy) ** 2 + (x - cx) ** 2 < r ** 2
+    if kind == "columns":  # each mask inside its own range of columns, the rest empty
+        masks = rng.random((n, h, w)) < draw(st.floats(0.0, 1.0))
+        for mask in masks:
+            first = int(rng.integers(0, w + 1))
+            mask[:, :first] = False
+            mask[:, int(rng.integers(first, w + 1)):] = False
+        return masks
     return np.full((n, h, w), kind == "full")
 
 
@@ -49,6 +57,39 @@ def test_threaded_encoding_equals_pycocotools(masks, threads):
         assert encode_masks(masks.astype(np.uint8) * 3, threads=threads) == expected  # nonzero = 1
 
 
+@settings(max_examples=60, deadline=None)
+@given(masks=_masks())
+def test_column_spans_are_the_first_and_one_past_the_last_occupied_column(masks):
+    columns = np.ascontiguousarray(masks.transpose(0, 2, 1).astype(np.uint8))  # [N, W, H]
+    expected = []
+    for mask in masks:
+        occupied = [x for x in range(mask.shape[1]) if mask[:, x].any()]
+        expected.append([occupied[0], occupied[-1] + 1] if occupied else [0, 0])
+    spans = rle_encode.column_spans(columns)
+    assert spans.dtype == np.int64 and spans.tolist() == expected
+
+
+def test_the_encoder_reads_only_the_occupied_columns_and_one_more(monkeypatch):
+    native = rle_encode._native()
+    calls = []
+    original = native.encode
+
+    class Spy:
+        def __call__(self, rle, address, h, w, n):
+            calls.append((address, h, w, n))
+            return original(rle, address, h, w, n)
+
+    monkeypatch.setattr(native, "encode", Spy())
+    masks = np.zeros((3, 16, 10), dtype=bool)
+    masks[0, 3:5, 4:6] = True   # columns 4..5: read 4..6
+    masks[1, :, 7:] = True      # to the last column: nothing after it to read
+    fortran = _fortran(masks)   # mask 2 stays empty: one zero column is read
+    counts = rle_encode.encode_counts(fortran, 1)
+    assert counts == [e["counts"].encode() for e in _official(masks)]
+    base, size = fortran.ctypes.data, 16 * 10
+    assert calls == [(base + 4 * 16, 16, 3, 1), (base + size + 7 * 16, 16, 3, 1), (base + 2 * size, 16, 1, 1)]
+
+
 def test_the_slices_are_encoded_on_separate_threads(monkeypatch):
     monkeypatch.setattr(rle_encode, "MIN_PIXELS_PER_THREAD", 1)
     native = rle_encode._native()
@@ -56,9 +97,9 @@ def test_the_slices_are_encoded_on_separate_threads(monkeypatch):
     seen = []
     original = type(native).encode_slice
 
-    def spy(self, base, h, w, start, stop, out):
+    def spy(self, columns, start, stop, out):
         seen.append((threading.current_thread(), start, stop))  # the objects: idents are re-used
-        return original(self, base, h, w, start, stop, out)
+        return original(self, columns, start, stop, out)
 
     monkeypatch.setattr(type(native), "encode_slice", spy)
     masks = np.random.default_rng(1).random((9, 20, 30)) < 0.3
@@ -79,7 +120,7 @@ def test_a_failing_slice_raises_in_the_caller(monkeypatch):
     monkeypatch.setattr(rle_encode, "MIN_PIXELS_PER_THREAD", 1)
     native = rle_encode._native()
 
-    def broken(self, base, h, w, start, stop, out):
+    def broken(self, columns, start, stop, out):
         if start > 0:
             raise MemoryError("no memory for the counts")
         for i in range(start, stop):
