@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from crossvis.errors import CrossVISError
 from crossvis.formats.rle_decode import PROBLEM_CODES, decode_compressed
+from crossvis.formats import rle_encode
 from crossvis.formats.rle_encode import ThreadChoice
 from crossvis.parallel import forked_map
 
@@ -56,8 +57,9 @@ def encode_masks(masks: Any, threads: int = 1) -> list[dict]:
     """Compressed RLE of N binary masks, bool/uint8 [N, H, W] -> N dicts ``{"size": [H, W], "counts": str}``.
 
     The masks are encoded with pycocotools' own C encoder, reading only each mask's occupied
-    columns (:mod:`crossvis.formats.rle_encode`; the same strings); ``threads`` > 1 allows
-    encoding slices of the masks on that many threads, which is used when the first calls
+    columns (:mod:`crossvis.formats.rle_encode`; the same strings; below
+    ``MIN_PIXELS_NATIVE`` pixels on one thread, by ``pycocotools.mask.encode``); ``threads`` > 1
+    allows encoding slices of the masks on that many threads, which is used when the first calls
     measured it faster than one thread. Masks stored column-major (the transposed
     view of a contiguous [N, W, H] array) are encoded without a transposing copy.
     """
@@ -70,7 +72,8 @@ def encode_masks(masks: Any, threads: int = 1) -> list[dict]:
     # pycocotools wants a Fortran-ordered H×W×N array, i.e. N×W×H in C order: one transposing copy
     fortran = np.ascontiguousarray(binary.transpose(0, 2, 1)).transpose(2, 1, 0)
     h, w = int(masks.shape[1]), int(masks.shape[2])
-    counts = _THREAD_CHOICE.encode(fortran, threads)
+    native = threads > 1 or fortran.size >= rle_encode.MIN_PIXELS_NATIVE
+    counts = _THREAD_CHOICE.encode(fortran, threads) if native else None
     if counts is None:
         counts = [r["counts"] for r in mask_utils.encode(fortran)]
     return [{"size": [h, w], "counts": c.decode("ascii")} for c in counts]

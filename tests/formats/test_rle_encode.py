@@ -49,6 +49,7 @@ def test_threaded_encoding_equals_pycocotools(masks, threads):
     expected = _official(masks)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(rle_encode, "MIN_PIXELS_PER_THREAD", 1)  # threads even for these small masks
+        mp.setattr(rle_encode, "MIN_PIXELS_NATIVE", 1)      # and the column-skipping encoder on one
         assert rle_encode.encode_counts(_fortran(masks), threads) == [e["counts"].encode() for e in expected]
         assert encode_masks(masks, threads=threads) == expected
         # the column-major layout the post-processor writes: a transposed view of [N, W, H]
@@ -88,6 +89,20 @@ def test_the_encoder_reads_only_the_occupied_columns_and_one_more(monkeypatch):
     assert counts == [e["counts"].encode() for e in _official(masks)]
     base, size = fortran.ctypes.data, 16 * 10
     assert calls == [(base + 4 * 16, 16, 3, 1), (base + size + 7 * 16, 16, 3, 1), (base + 2 * size, 16, 1, 1)]
+
+
+def test_one_thread_leaves_few_pixels_to_pycocotools(monkeypatch):
+    from crossvis.formats import rle as rle_module
+
+    used = []
+    original = rle_module._THREAD_CHOICE.encode
+    monkeypatch.setattr(rle_module._THREAD_CHOICE, "encode", lambda m, t: used.append(m.size) or original(m, t))
+    small = np.random.default_rng(4).random((2, 40, 60)) < 0.5
+    large = np.zeros((2, 512, 512), dtype=bool)
+    large[:, 100:200, 300:350] = True
+    assert encode_masks(small) == _official(small) and used == []   # below MIN_PIXELS_NATIVE
+    assert encode_masks(small, threads=2) == _official(small) and used == [small.size]
+    assert encode_masks(large) == _official(large) and used == [small.size, large.size]
 
 
 def test_the_slices_are_encoded_on_separate_threads(monkeypatch):
