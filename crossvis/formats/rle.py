@@ -24,14 +24,13 @@ from pycocotools import mask as mask_utils
 from crossvis.errors import CrossVISError
 from crossvis.formats.rle_decode import PROBLEM_CODES, decode_compressed
 from crossvis.formats import rle_encode
-from crossvis.formats.rle_encode import ThreadChoice
 from crossvis.parallel import forked_map
 
 __all__ = ["encode_mask", "encode_masks", "check_size", "check_compressed", "check_uncompressed",
            "describe_problem", "chunk_bounds", "MAX_PIXELS"]
 
 #: how many threads :func:`encode_masks` encodes on, measured in this process
-_THREAD_CHOICE = ThreadChoice()
+_THREAD_CHOICE = rle_encode.ThreadChoice()
 
 #: pycocotools stores run lengths as 32-bit unsigned ints, so larger masks cannot be encoded.
 MAX_PIXELS = 2 ** 31 - 1
