@@ -46,6 +46,11 @@ class PendingMasks(Protocol):
     def render(self) -> Tensor:
         """bool [N, H, W] masks at the frame size."""
 
+    def encode(self) -> Optional[list[dict]]:
+        """COCO RLE dicts ``{"size": [H, W], "counts": str}`` of the masks, made without rendering
+        them, or None where this implementation cannot (callers then render and encode). Optional:
+        callers look it up with ``getattr``."""
+
 
 @dataclass
 class FrameDetections:

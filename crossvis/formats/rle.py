@@ -26,7 +26,7 @@ from crossvis.formats.rle_decode import PROBLEM_CODES, decode_compressed
 from crossvis.formats import rle_encode
 from crossvis.parallel import forked_map
 
-__all__ = ["encode_mask", "encode_masks", "check_size", "check_compressed", "check_uncompressed",
+__all__ = ["encode_mask", "encode_masks", "encode_runs", "check_size", "check_compressed", "check_uncompressed",
            "describe_problem", "chunk_bounds", "MAX_PIXELS"]
 
 #: how many threads :func:`encode_masks` encodes on, measured in this process
@@ -76,6 +76,27 @@ def encode_masks(masks: Any, threads: int = 1) -> list[dict]:
     if counts is None:
         counts = [r["counts"] for r in mask_utils.encode(fortran)]
     return [{"size": [h, w], "counts": c.decode("ascii")} for c in counts]
+
+
+def encode_runs(counts: np.ndarray, offsets: np.ndarray, size: Sequence[int]) -> list[dict]:
+    """Compressed RLE of N masks given by their run lengths -> N dicts ``{"size": [H, W], "counts": str}``.
+
+    Args:
+        counts: uint32 [total] run lengths of all masks one after another (each mask's in COCO
+            order: column-major, starting with a run of 0s, summing to H·W).
+        offsets: int64 [N + 1]; mask ``i``'s runs are ``counts[offsets[i]:offsets[i + 1]]``.
+        size: (H, W) of the masks.
+
+    The strings are ``rleToString``'s (pycocotools' C code, through :mod:`ctypes`), or
+    ``pycocotools.mask.frPyObjects``' where that is not callable: the same text either way.
+    """
+    h, w = int(size[0]), int(size[1])
+    strings = rle_encode.strings_from_runs(counts, offsets, h, w)
+    if strings is None:
+        runs = np.asarray(counts)
+        strings = [mask_utils.frPyObjects({"size": [h, w], "counts": runs[a:b].tolist()}, h, w)["counts"]
+                   for a, b in zip(np.asarray(offsets)[:-1].tolist(), np.asarray(offsets)[1:].tolist())]
+    return [{"size": [h, w], "counts": c.decode("ascii")} for c in strings]
 
 
 def _as_numpy(array: Any) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 # ctypes, ctypes.util and threading are imported when first needed: with ctypes.util's
 # subprocess they cost ~5 ms of every `crossvis evaluate`, which never encodes
 
-__all__ = ["encode_counts", "column_spans", "ThreadChoice", "MIN_PIXELS_PER_THREAD", "MIN_PIXELS_NATIVE"]
+__all__ = ["encode_counts", "strings_from_runs", "column_spans", "ThreadChoice", "MIN_PIXELS_PER_THREAD", "MIN_PIXELS_NATIVE"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,28 @@ class _Native:
                     self.free(text)
             finally:
                 self.free_rle(ctypes.byref(rle))  # frees cnts and sets it to NULL
+
+
+    def strings(self, counts: np.ndarray, offsets: np.ndarray, h: int, w: int) -> list[bytes]:
+        """Compressed counts (bytes) of masks whose run lengths are given (``rleToString`` only).
+
+        Args:
+            counts: uint32 [total] C-contiguous, mask ``i``'s runs at ``offsets[i]:offsets[i + 1]``.
+        """
+        ctypes = self.ctypes
+        base = ctypes.cast(counts.ctypes.data, ctypes.POINTER(ctypes.c_uint))
+        rle = self.rle()
+        rle.h, rle.w = h, w
+        out = []
+        for start, stop in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+            rle.m = stop - start
+            rle.cnts = ctypes.cast(ctypes.byref(base.contents, 4 * start), ctypes.POINTER(ctypes.c_uint))
+            text = self.to_string(ctypes.byref(rle))
+            try:
+                out.append(ctypes.string_at(text))
+            finally:
+                self.free(text)
+        return out
 
 
 def column_spans(columns: np.ndarray) -> np.ndarray:
@@ -191,6 +213,21 @@ def encode_counts(masks: np.ndarray, threads: int) -> Optional[list[bytes]]:
     if errors:
         raise errors[0]
     return out
+
+
+def strings_from_runs(counts: np.ndarray, offsets: np.ndarray, h: int, w: int) -> Optional[list[bytes]]:
+    """Compressed RLE counts (``bytes``, as ``pycocotools.mask.encode`` writes them) of masks given
+    by their run lengths, or None where pycocotools' C functions are not callable here.
+
+    Args:
+        counts: uint32 [total] run lengths (column-major, starting with a run of 0s) of all masks
+            one after another; offsets: int64 [N + 1], mask ``i``'s runs at
+            ``counts[offsets[i]:offsets[i + 1]]``; h, w: the masks' size.
+    """
+    native = _native()
+    if native is None:
+        return None
+    return native.strings(np.ascontiguousarray(counts, dtype=np.uint32), np.asarray(offsets, dtype=np.int64), h, w)
 
 
 class ThreadChoice:

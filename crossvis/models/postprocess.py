@@ -11,6 +11,8 @@ from crossvis.models.nms import batched_nms
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
 from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_above, aligned_bilinear_unshifted
+from crossvis.heads.upsample_rle import aligned_bilinear_runs
+from crossvis.formats import encode_runs
 from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import FrameDetections
 
@@ -187,6 +189,44 @@ class CondInstPostProcessor(nn.Module):
         return out.transpose(1, 2)
 
 
+    def _mask_runs(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
+                   image_size: tuple[int, int], orig_size: tuple[int, int]) -> Optional[list[dict]]:
+        """Compressed RLE of the masks :meth:`_masks` makes, computed without making them; or None.
+
+        Where the frame is not resized (``image_size == orig_size``), the run lengths are read
+        from the mask head's low-resolution probabilities (:func:`~crossvis.heads.upsample_rle.
+        aligned_bilinear_runs`); a pixel can differ from :meth:`_masks`' only at a tie with the
+        threshold. Frames that are resized return None (callers paste and encode).
+
+        Returns:
+            N dicts ``{"size": [H, W], "counts": str}`` (COCO RLE of the frame-size masks).
+        """
+        (h, w), (oh, ow) = image_size, orig_size
+        n = params.shape[0]
+        if (oh, ow) != (h, w) or n == 0:
+            return None
+        factor = self.mask_head.out_stride
+        chunk = max(1, self.mask_chunk_pixels // max(max(self.mask_head.layer_dims) * mask_feats[0, 0].numel(), 1))
+        probs: Optional[Tensor] = None
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            count = params[sl].shape[0]
+            logits = self.mask_head(mask_feats, self.mask_feat_stride, params[sl], locations[sl], levels[sl],
+                                    torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
+            if count == n:  # one chunk: no copy
+                probs = logits.float().sigmoid_().cpu()
+                break
+            if probs is None:  # float32 [N, h/4, w/4] on the CPU
+                probs = torch.empty((n, *logits.shape[-2:]), dtype=torch.float32)
+            probs[sl] = logits.float().sigmoid_().cpu()
+        # the maps transposed: their rows are the frame's columns, the order COCO's RLE runs in
+        runs = aligned_bilinear_runs(probs.transpose(1, 2).numpy(), factor, self.mask_threshold, (ow, oh),
+                                     threads=torch.get_num_threads())
+        if runs is None:
+            return None
+        return encode_runs(*runs, (oh, ow))
+
+
 class DeferredMasks:
     """The masks of a frame's detections, made when they are first read (a ``PendingMasks``).
 
@@ -223,6 +263,12 @@ class DeferredMasks:
         """The same masks, made where the features are and returned on ``device``."""
         return DeferredMasks(self.postprocessor, self.mask_feats, self.params, self.locations, self.levels,
                              self.image_size, self.orig_size, torch.device(device))
+
+    def encode(self) -> Optional[list[dict]]:
+        """COCO RLE of the masks without making them at frame size (see
+        :meth:`CondInstPostProcessor._mask_runs`), or None where that is not possible."""
+        return self.postprocessor._mask_runs(self.mask_feats, self.params, self.locations, self.levels,
+                                             self.image_size, self.orig_size)
 
     def render(self) -> Tensor:
         """bool [N, H, W] masks at the frame size."""

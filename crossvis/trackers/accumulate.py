@@ -22,6 +22,19 @@ class _Track:
     segmentations: dict[int, dict] = field(default_factory=dict)  # frame index -> RLE
 
 
+def _encode_pending(det: FrameDetections, keep: Tensor) -> Optional[list[dict]]:
+    """The RLE of masks not made yet, straight from what they would be made from (a model's
+    pending masks with an ``encode`` method; see :class:`~crossvis.structures.PendingMasks`), or
+    None. The masks stay pending: reading ``det.masks`` later still makes them."""
+    pending = det.pending_masks
+    encode = getattr(pending, "encode", None)
+    if encode is None:
+        return None
+    if keep.numel() != len(det):
+        encode = getattr(pending.select(keep), "encode", None)
+    return encode() if encode is not None else None
+
+
 class VideoAccumulator:
     """Collects one video's tracks and writes them in the YouTube-VIS results format.
 
@@ -66,11 +79,13 @@ class VideoAccumulator:
         keep = (track_ids >= 0).nonzero().flatten()
         if keep.numel() == 0:
             return
-        if det.masks is None:
-            raise CrossVISError("accumulator: detections have no masks; the model must return binary masks")
-        # on the process's torch threads: the cores the network just used are free while it encodes
-        rles = encode_masks(det.masks if keep.numel() == len(det) else det.masks[keep],
-                            threads=torch.get_num_threads())
+        rles = _encode_pending(det, keep)
+        if rles is None:
+            if det.masks is None:
+                raise CrossVISError("accumulator: detections have no masks; the model must return binary masks")
+            # on the process's torch threads: the cores the network just used are free while it encodes
+            rles = encode_masks(det.masks if keep.numel() == len(det) else det.masks[keep],
+                                threads=torch.get_num_threads())
         ids = track_ids[keep].tolist()
         scores = det.scores[keep].tolist()
         labels = det.labels[keep].tolist()

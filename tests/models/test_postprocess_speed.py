@@ -220,3 +220,44 @@ def test_masks_are_made_when_read_and_only_for_the_selected_detections():
     assert moved.pending_masks is not None and torch.equal(moved.masks, masks)
     det.masks = None                                        # an explicit value replaces pending ones
     assert det.masks is None and det.pending_masks is None
+
+
+@pytest.mark.parametrize("per_chunk", [None, 7])
+def test_masks_encoded_from_the_low_resolution_maps_equal_the_pasted_masks_encoded(per_chunk):
+    from crossvis.formats import encode_masks
+
+    model = _model()
+    image = torch.randint(0, 256, (3, 360, 480), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    with torch.inference_mode():
+        (det,) = model.predict([image])
+    pending = det.pending_masks
+    if per_chunk is not None:  # the mask head in several chunks
+        c, h8, w8 = pending.mask_feats.shape[-3:]
+        model.postprocessor.mask_chunk_pixels = per_chunk * (c + 2) * h8 * w8
+    with torch.inference_mode():
+        encoded = pending.encode()
+        pasted = pending.render()
+    assert encoded is not None and len(encoded) == len(det) >= 90
+    assert 0 < pasted.float().mean() < 1
+    assert encoded == encode_masks(pasted)
+
+
+def test_resized_frames_are_pasted_and_the_accumulator_leaves_masks_pending():
+    from crossvis.trackers import VideoAccumulator
+
+    model = _model()
+    small = torch.randint(0, 256, (3, 90, 120), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
+    (det,) = model.predict([small])
+    assert det.pending_masks.encode() is None               # resized ×4: made at frame size instead
+    image = torch.randint(0, 256, (3, 360, 480), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    (det,) = model.predict([image])
+    (same,) = model.predict([image])
+    ids = torch.arange(len(det))
+    ids[::3] = -1                                           # dropped by the tracker
+    accumulator, reference = VideoAccumulator(), VideoAccumulator()
+    accumulator.add(det, ids)
+    assert det.pending_masks is not None                    # encoded without making the masks
+    same.masks                                              # made, then encoded as before
+    reference.add(same, ids)
+    assert accumulator.results(1) == reference.results(1)
+    assert len(accumulator.results(1)) == int((ids >= 0).sum())
