@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["aligned_bilinear", "aligned_bilinear_unshifted", "aligned_bilinear_above", "CELL_MARGIN"]
+__all__ = ["aligned_bilinear", "aligned_bilinear_unshifted", "aligned_bilinear_above", "aligned_bilinear_crop",
+           "CELL_MARGIN"]
 
 
 def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
@@ -146,3 +147,29 @@ def _ones_word(word: torch.dtype) -> int:
     """The integer whose bytes are all 1 (f bools of True) in dtype ``word``."""
     size = torch.empty((), dtype=word).element_size()
     return int.from_bytes(b"\x01" * size, "little")
+
+
+def aligned_bilinear_crop(x: Tensor, factor: int, out: Tensor, threshold: float | None = None) -> None:
+    """``aligned_bilinear(x, factor)`` cropped to ``out``'s size (> ``threshold`` if given), into ``out``.
+
+    Writes the aligned result straight from the un-shifted interpolation instead of padding it,
+    which avoids two full-size copies; the float values are bit-identical. The thresholded masks
+    interpolate only the cells the mask boundary passes through (``aligned_bilinear_above``): a
+    pixel may differ from thresholding the full interpolation only at a tie.
+
+    Args:
+        x: float [N, 1, h, w]; out: [N, 1, H, W] with H ≤ factor·h, W ≤ factor·w (bool with a
+        threshold, else float).
+    """
+    height, width = out.shape[-2:]
+    shift = factor // 2
+    if height <= shift or width <= shift:
+        full = aligned_bilinear(x, factor)[..., :height, :width]
+        out.copy_(full > threshold if threshold is not None else full)
+        return
+    if threshold is None:
+        out[..., shift:, shift:] = aligned_bilinear_unshifted(x, factor)[..., : height - shift, : width - shift]
+    else:
+        out[:, 0, shift:, shift:] = aligned_bilinear_above(x, factor, threshold)[:, : height - shift, : width - shift]
+    out[..., :shift, shift:] = out[..., shift:shift + 1, shift:]
+    out[..., :shift] = out[..., shift:shift + 1]

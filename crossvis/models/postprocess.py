@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,7 +11,7 @@ from crossvis.models.nms import batched_nms
 
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
-from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_above, aligned_bilinear_unshifted
+from crossvis.heads.upsample import aligned_bilinear_crop
 from crossvis.heads.upsample_rle import aligned_bilinear_runs
 from crossvis.formats import encode_runs
 from crossvis.models.outputs import NetworkOutputs
@@ -122,8 +123,8 @@ class CondInstPostProcessor(nn.Module):
             picked = torch.nonzero(flat > self.score_threshold).squeeze(1)
             scores = flat[picked]
             if scores.numel() > self.pre_nms_topk:
-                scores, top = scores.topk(self.pre_nms_topk, sorted=False)
-                picked = picked[top]
+                top = _top_k(scores, self.pre_nms_topk)
+                scores, picked = scores[top], picked[top]
             loc_idx, labels = picked.div(num_classes, rounding_mode="floor"), picked.remainder(num_classes)
             locations = torch.stack(((loc_idx % w) * stride, (loc_idx // w) * stride), dim=1).float() + stride // 2
             reg = outputs.bbox_reg[level][i].reshape(4, -1)[:, loc_idx].t() * stride
@@ -180,10 +181,10 @@ class CondInstPostProcessor(nn.Module):
                                     torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
             probs = logits.sigmoid_()[:, None].transpose(-1, -2)    # [count, 1, w/4, h/4]
             if (oh, ow) == (h, w):
-                _aligned_crop(probs, factor, out[sl, None], self.mask_threshold)
+                aligned_bilinear_crop(probs, factor, out[sl, None], self.mask_threshold)
                 continue
             cropped = torch.empty((count, 1, w, h), dtype=probs.dtype, device=probs.device)
-            _aligned_crop(probs, factor, cropped)
+            aligned_bilinear_crop(probs, factor, cropped)
             resized = F.interpolate(cropped, size=(ow, oh), mode="bilinear", align_corners=False)
             torch.gt(resized[:, 0], self.mask_threshold, out=out[sl])
         return out.transpose(1, 2)
@@ -277,6 +278,23 @@ class DeferredMasks:
         return masks.to(self.device)
 
 
+def _top_k(scores: Tensor, k: int) -> Tensor:
+    """int64 [k]: the positions of the ``k`` largest of float [M] ``scores`` (M > k).
+
+    The set ``scores.topk(k, sorted=False)`` picks (the official selection). On the CPU, where
+    the k-th value is not tied with a value left out (so that the set is unique), it is found by
+    ``numpy.argpartition`` and returned in ascending order: measured 0.23 against 1.0 ms per frame
+    for the 205k candidates of a random-weight R-50 at 360×640 (2 cores, Intel Xeon). Ties and
+    other devices take ``topk``.
+    """
+    if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.dim() == 1:
+        values = scores.numpy()
+        top = np.argpartition(values, values.size - k)[values.size - k:]
+        if int(np.count_nonzero(values >= values[top].min())) == k:
+            return torch.from_numpy(np.sort(top))
+    return scores.topk(k, sorted=False).indices
+
+
 def _gather_by_level(outputs: NetworkOutputs, key: str, image: int, levels: Tensor, index: Tensor,
                      gather: LocationGather) -> Tensor:
     """``gather`` for detections spread over levels: [N, C] in the detections' order."""
@@ -289,29 +307,3 @@ def _gather_by_level(outputs: NetworkOutputs, key: str, image: int, levels: Tens
             result = values.new_empty((levels.numel(), values.shape[1]))
         result[sel] = values
     return result
-
-
-def _aligned_crop(x: Tensor, factor: int, out: Tensor, threshold: Optional[float] = None) -> None:
-    """``aligned_bilinear(x, factor)`` cropped to ``out``'s size (> ``threshold`` if given), into ``out``.
-
-    Writes the aligned result straight from the un-shifted interpolation instead of padding it,
-    which avoids two full-size copies; the float values are bit-identical. The thresholded masks
-    interpolate only the cells the mask boundary passes through (``aligned_bilinear_above``): a
-    pixel may differ from thresholding the full interpolation only at a tie.
-
-    Args:
-        x: float [N, 1, h, w]; out: [N, 1, H, W] with H ≤ factor·h, W ≤ factor·w (bool with a
-        threshold, else float).
-    """
-    height, width = out.shape[-2:]
-    shift = factor // 2
-    if height <= shift or width <= shift:
-        full = aligned_bilinear(x, factor)[..., :height, :width]
-        out.copy_(full > threshold if threshold is not None else full)
-        return
-    if threshold is None:
-        out[..., shift:, shift:] = aligned_bilinear_unshifted(x, factor)[..., : height - shift, : width - shift]
-    else:
-        out[:, 0, shift:, shift:] = aligned_bilinear_above(x, factor, threshold)[:, : height - shift, : width - shift]
-    out[..., :shift, shift:] = out[..., shift:shift + 1, shift:]
-    out[..., :shift] = out[..., shift:shift + 1]

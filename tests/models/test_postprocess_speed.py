@@ -10,9 +10,8 @@ from torchvision.ops import batched_nms
 
 from crossvis.backbones import FPN
 from crossvis.heads import FCOSHead, MaskBranch, conv2d_at_locations, gather_locations
-from crossvis.heads.upsample import aligned_bilinear
+from crossvis.heads.upsample import aligned_bilinear, aligned_bilinear_crop
 from crossvis.models import CrossVIS
-from crossvis.models.postprocess import _aligned_crop
 from model_toys import TinyBackbone
 
 
@@ -164,10 +163,10 @@ def test_aligned_crop_is_bit_identical(factor, crop):
     x = torch.rand(3, 1, 36 // factor, 48 // factor)
     full = aligned_bilinear(x, factor)[..., : crop[0], : crop[1]]
     out = torch.empty((3, 1, *crop))
-    _aligned_crop(x, factor, out)
+    aligned_bilinear_crop(x, factor, out)
     assert torch.equal(out, full)
     mask = torch.empty((3, 1, *crop), dtype=torch.bool)
-    _aligned_crop(x, factor, mask, 0.5)
+    aligned_bilinear_crop(x, factor, mask, 0.5)
     assert torch.equal(mask, full > 0.5)
 
 
