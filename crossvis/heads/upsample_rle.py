@@ -2,7 +2,7 @@
 
 CondInst's masks are ``aligned_bilinear(probs, 4) > threshold`` cropped to the frame: at 360×640
 that is 230k pixels per mask, which pasting writes and the RLE encoder then reads again (together
-~17 ms for 85 masks on 2 cores, twice the rest of the post-processing). The run lengths depend only
+~15 ms for 86 masks on 2 cores, more than the rest of the post-processing). The run lengths depend only
 on where the mask changes along the encoding order, and an upsampled map changes almost only at
 the few cells its boundary passes through. :func:`aligned_bilinear_runs` finds those changes from
 the low-resolution map.
