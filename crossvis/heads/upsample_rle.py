@@ -30,8 +30,9 @@ threshold (a tie), as in :func:`~crossvis.heads.upsample.aligned_bilinear_above`
 Measured on the benchmark model's 86 masks of a 360×640 frame (2 cores, Intel Xeon): see
 ``benchmarks/README.md`` ("the masks encoded from the low-resolution map").
 
-Everything here is numpy on the CPU, single-threaded: the low-resolution maps are small (5 MB for
-86 masks), and per-element torch ops on them cost more than numpy's.
+Everything here is numpy on the CPU (the masks optionally split over threads): the
+low-resolution maps are small (5 MB for 86 masks), and per-element torch ops on them cost more
+than numpy's.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def aligned_bilinear_runs(probs: np.ndarray, factor: int, threshold: float, size
         threshold: pixels strictly above it are True.
         size: (A, B) rows and columns of the cropped mask, A ≤ f·a and B ≤ f·b.
         threads: split the masks over up to this many threads (numpy releases the GIL in its
-            loops; measured 1.24× faster on two cores for 86 masks, see the module docstring).
+            loops; measured 1.24× faster on two cores for 86 masks: most of the time holds the GIL).
 
     Returns:
         ``(counts, offsets)``: uint32 [total] run lengths of all N masks one after another, and
@@ -213,10 +214,6 @@ class _Cells:
         right = np.where(j + 1 < self.cols, sj, 0)
         take = self.flat.take
         return take(top_left), take(top_left + right), take(top_left + down), take(top_left + down + right)
-
-    def codes(self, n: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        _, ni, nj = self.code.shape
-        return self.code_flat.take((n * ni + i) * nj + j)
 
     def pixels(self, u: np.ndarray, v: int, f: int) -> np.ndarray:
         """bool [N, len(u)]: un-shifted pixels (u, v) of every mask (a constant cell's class, else

@@ -189,7 +189,6 @@ class CondInstPostProcessor(nn.Module):
             torch.gt(resized[:, 0], self.mask_threshold, out=out[sl])
         return out.transpose(1, 2)
 
-
     def _mask_runs(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
                    image_size: tuple[int, int], orig_size: tuple[int, int]) -> Optional[list[dict]]:
         """Compressed RLE of the masks :meth:`_masks` makes, computed without making them; or None.
@@ -268,8 +267,9 @@ class DeferredMasks:
     def encode(self) -> Optional[list[dict]]:
         """COCO RLE of the masks without making them at frame size (see
         :meth:`CondInstPostProcessor._mask_runs`), or None where that is not possible."""
-        return self.postprocessor._mask_runs(self.mask_feats, self.params, self.locations, self.levels,
-                                             self.image_size, self.orig_size)
+        with torch.inference_mode():
+            return self.postprocessor._mask_runs(self.mask_feats, self.params, self.locations, self.levels,
+                                                 self.image_size, self.orig_size)
 
     def render(self) -> Tensor:
         """bool [N, H, W] masks at the frame size."""
