@@ -236,13 +236,13 @@ class ThreadChoice:
     :meth:`pick` alternates between the two until each has :attr:`TRIALS` timings (seconds per
     pixel, so frames with more masks compare fairly), then returns the one with the lower median
     from then on. One instance per process is enough (:func:`crossvis.formats.encode_masks` keeps
-    one); ``clock`` is for tests.
+    one); ``clock`` is for tests, ``what`` names the work in the log.
     """
 
     TRIALS = 3
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, what: str = "RLE encoding") -> None:
+        self.clock, self.what = clock, what
         self._timings: dict[tuple[int, int], list[float]] = {}  # (requested, used) -> s/pixel
         self._chosen: dict[int, int] = {}
 
@@ -257,7 +257,7 @@ class ThreadChoice:
             return min(counts, key=lambda used: (counts[used], -used))  # fewer timings first, then more threads
         medians = {used: float(np.median(self._timings[(threads, used)])) for used in (1, threads)}
         self._chosen[threads] = min(medians, key=lambda used: (medians[used], used))
-        logger.debug("RLE encoding on %d thread(s): %s ns/pixel", self._chosen[threads],
+        logger.debug("%s on %d thread(s): %s ns/pixel", self.what, self._chosen[threads],
                      {u: round(m * 1e9, 3) for u, m in medians.items()})
         return self._chosen[threads]
 

@@ -111,7 +111,7 @@ class DynamicMaskHead(nn.Module):
         logits = [self._logits(mask_feats, grid, params[s:s + chunk], locations[s:s + chunk], levels[s:s + chunk],
                                im_inds[s:s + chunk]) for s in range(0, n, chunk)]
         logits = torch.cat(logits) if len(logits) > 1 else logits[0]
-        # contiguous, and one copy fewer than padding (bit-identical to ``aligned_bilinear``)
+        # contiguous, and one copy fewer than padding (``aligned_bilinear`` up to float rounding)
         out = logits.new_empty((n, 1, h * factor, w * factor))
         aligned_bilinear_crop(logits.reshape(n, 1, h, w), factor, out)
         return out[:, 0]

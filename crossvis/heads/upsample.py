@@ -153,7 +153,8 @@ def aligned_bilinear_crop(x: Tensor, factor: int, out: Tensor, threshold: float 
     """``aligned_bilinear(x, factor)`` cropped to ``out``'s size (> ``threshold`` if given), into ``out``.
 
     Writes the aligned result straight from the un-shifted interpolation instead of padding it,
-    which avoids two full-size copies; the float values are bit-identical. The thresholded masks
+    which avoids two full-size copies; the float values are bit-identical (for factor 2, float32
+    and float64: up to the summation order, see :func:`_upsample2_into`). The thresholded masks
     interpolate only the cells the mask boundary passes through (``aligned_bilinear_above``): a
     pixel may differ from thresholding the full interpolation only at a tie.
 
@@ -167,9 +168,39 @@ def aligned_bilinear_crop(x: Tensor, factor: int, out: Tensor, threshold: float 
         full = aligned_bilinear(x, factor)[..., :height, :width]
         out.copy_(full > threshold if threshold is not None else full)
         return
-    if threshold is None:
+    if threshold is None and factor == 2 and x.dtype in (torch.float32, torch.float64):
+        _upsample2_into(x, out[..., 1:, 1:])
+    elif threshold is None:
         out[..., shift:, shift:] = aligned_bilinear_unshifted(x, factor)[..., : height - shift, : width - shift]
     else:
         out[:, 0, shift:, shift:] = aligned_bilinear_above(x, factor, threshold)[:, : height - shift, : width - shift]
     out[..., :shift, shift:] = out[..., shift:shift + 1, shift:]
     out[..., :shift] = out[..., shift:shift + 1]
+
+
+def _upsample2_into(x: Tensor, out: Tensor) -> None:
+    """``aligned_bilinear_unshifted(x, 2)`` cropped to ``out``'s size, written into ``out``.
+
+    With ``align_corners=True`` and factor 2 every output pixel samples at a half-integer or
+    integer source position: even rows and columns copy the samples, odd ones average two
+    neighbours as ``(a + b) · 0.5`` (the odd-odd pixels average two horizontal averages). That is
+    ``F.interpolate``'s value up to its summation order, which torch's CPU kernels themselves
+    choose by size: measured bit-identical for the 48×80 maps of a 360×640 frame, and the last bit
+    apart at ~20% of the odd-odd pixels of 18×24 maps (a mask pixel can change only at a tie with
+    the threshold). Written as four strided quarters of ``out``: measured 0.76 against 1.22 ms
+    for the mask head's 87 maps of 48×80 (2 threads, Intel Xeon), the interpolation plus the crop's
+    copy.
+
+    Args:
+        x: float32/float64 [N, C, h, w]; out: [N, C, H, W] with H ≤ 2h - 1, W ≤ 2w - 1.
+    """
+    rows, cols = out.shape[-2:]
+    even_rows, even_cols = (rows + 1) // 2, (cols + 1) // 2
+    odd_rows, odd_cols = rows // 2, cols // 2
+    across = torch.add(x[..., :, :odd_cols], x[..., :, 1:odd_cols + 1]).mul_(0.5)   # [N, C, h, odd_cols]
+    out[..., 0::2, 0::2].copy_(x[..., :even_rows, :even_cols])
+    out[..., 0::2, 1::2].copy_(across[..., :even_rows, :])
+    down = out[..., 1::2, 0::2]
+    torch.add(x[..., :odd_rows, :even_cols], x[..., 1:odd_rows + 1, :even_cols], out=down).mul_(0.5)
+    both = out[..., 1::2, 1::2]
+    torch.add(across[..., :odd_rows, :], across[..., 1:odd_rows + 1, :], out=both).mul_(0.5)

@@ -59,7 +59,8 @@ def aligned_bilinear_runs(probs: np.ndarray, factor: int, threshold: float, size
         threshold: pixels strictly above it are True.
         size: (A, B) rows and columns of the cropped mask, A ≤ f·a and B ≤ f·b.
         threads: split the masks over up to this many threads (numpy releases the GIL in its
-            loops; measured 1.24× faster on two cores for 86 masks: most of the time holds the GIL).
+            loops, but much of the time holds it: whether two threads pay depends on the machine,
+            so the pipeline measures it, see ``crossvis.models.postprocess``).
 
     Returns:
         ``(counts, offsets)``: uint32 [total] run lengths of all N masks one after another, and
@@ -111,41 +112,43 @@ def _runs(probs: np.ndarray, factor: int, threshold: float,
         return np.zeros(0, np.uint32), np.zeros(1, np.int64)
     umax, vmax = rows - 1 - s, cols - 1 - s                   # last un-shifted row and column read
     ni, nj = umax // f + 1, vmax // f + 1                     # cell rows and columns read
-    # which corner samples lie above, replicate-padded to rows 0..ni and columns 0..nj
-    # (written row-major whatever the layout of ``probs``: every later pass then runs over rows)
-    high = np.greater(probs[:, : min(ni + 1, a), : min(nj + 1, b)], threshold, order="C")
-    if ni + 1 > a:
-        high = np.concatenate([high, high[:, -1:]], axis=1)
-    if nj + 1 > b:
-        high = np.concatenate([high, high[:, :, -1:]], axis=2)
+    # which corner samples lie above, replicate-padded to rows 0..ni and columns 0..nj; computed
+    # in the memory order of ``probs`` (a map stored column by column, as the callers' transposed
+    # views are, is read as its transpose: twice as fast as a strided read), so that ``code`` may
+    # be a transposed view; every later step reads it by index or by its own steps
+    swap = probs.strides[1] < probs.strides[2]
+    shape = (ni + 1, nj + 1)
+    if swap:
+        probs_m, shape = probs.transpose(0, 2, 1), shape[::-1]
+    else:
+        probs_m = probs
+    high = np.empty((n, *shape), dtype=bool)
+    used = (min(shape[0], probs_m.shape[1]), min(shape[1], probs_m.shape[2]))
+    np.greater(probs_m[:, : used[0], : used[1]], threshold, out=high[:, : used[0], : used[1]])
+    if used[0] < shape[0]:
+        high[:, -1] = high[:, -2]
+    if used[1] < shape[1]:
+        high[:, :, -1] = high[:, :, -2]
     high = high.view(np.uint8)
     # per cell the number of corners above: 0 wholly below, 4 wholly above, else a boundary cell
     code = high[:, :-1, :-1] + high[:, 1:, :-1]
     code += high[:, :-1, 1:]
     code += high[:, 1:, 1:]
     boundary = (code - np.uint8(1)) < 3                        # 1, 2, 3 (0 - 1 wraps to 255)
+    bn, bi, bj = _nonzero3(boundary)                           # (in memory order: any order will do)
+    if swap:
+        code, bi, bj = code.transpose(0, 2, 1), bj, bi
     cells = _Cells(probs, code, weights=np.arange(f, dtype=np.float32) / np.float32(f), threshold=threshold)
 
-    # lines of the mask per cell row i: x in [first_line[i], end_line[i])
-    cell_rows = np.arange(ni)
-    first_line = np.where(cell_rows == 0, 0, s + f * cell_rows)
-    end_line = np.minimum(s + f * (cell_rows + 1), rows)
     keys = [np.arange(n, dtype=np.int64) * stride, np.arange(n, dtype=np.int64) * stride + area]
+    # (two constant cells side by side always have the same value: they share two corners, so a
+    # change next to a constant cell lies in or at the edge of a boundary cell)
 
-    # (a) between two constant cells of different value (codes 0 and 4: x ^ y == 4 only for those)
-    edge = (code[:, :, 1:] ^ code[:, :, :-1]) == 4             # [N, ni, nj - 1]: at column f·(j+1)
-    en, ei, ej = _nonzero3(edge)
-    if en.size:
-        lines = end_line[ei] - first_line[ei]
-        base = en * stride + (f * (ej + 1) + s) + first_line[ei] * cols
-        keys.append(_spread(base, lines, cols))
-
-    # (b) inside and at the edges of boundary cells
-    bn, bi, bj = _nonzero3(boundary)
+    # (a) inside and at the edges of boundary cells
     if bn.size:
         keys.extend(_boundary_changes(cells, bn, bi, bj, f, s, umax, vmax, rows, cols, stride))
 
-    # (c) the first pixel of each row against the last pixel of the row before
+    # (b) the first pixel of each row against the last pixel of the row before
     u = np.arange(umax + 1)
     first = cells.pixels(u, 0, f)                               # [N, umax + 1]
     last = cells.pixels(u, vmax, f)
@@ -170,25 +173,15 @@ def _runs(probs: np.ndarray, factor: int, threshold: float,
 
 
 def _nonzero3(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int64 indices of the True entries of a 3-d bool array (sparse ones: words of 8 bytes first)."""
+    """int64 indices of the True entries of a 3-d bool array."""
     shape = mask.shape
-    flat = np.ascontiguousarray(mask).reshape(-1)
-    if flat.size % 8 == 0 and flat.size:
-        words = np.flatnonzero(flat.view(np.uint64))
-        hits = np.flatnonzero(flat.view(np.uint8).reshape(-1, 8)[words])
-        where = words[hits >> 3] * 8 + (hits & 7)
-    else:
-        where = np.flatnonzero(flat)
+    where = np.flatnonzero(mask)
+    if mask.size < 2 ** 31:  # int32 division is about twice as fast
+        where = where.astype(np.int32)
     plane = shape[1] * shape[2]
-    return where // plane, (where % plane) // shape[2], where % shape[2]
-
-
-def _spread(base: np.ndarray, lines: np.ndarray, cols: int) -> np.ndarray:
-    """``base[k] + m * cols`` for m in [0, lines[k]), all k: a change repeated on consecutive rows."""
-    total = int(lines.sum())
-    repeat = np.repeat(np.arange(base.size), lines)
-    step = np.arange(total) - np.repeat(np.cumsum(lines) - lines, lines)
-    return base[repeat] + step * cols
+    n, rest = np.divmod(where, plane)
+    i, j = np.divmod(rest, shape[2])
+    return n.astype(np.int64), i.astype(np.int64), j.astype(np.int64)
 
 
 class _Cells:
@@ -202,7 +195,8 @@ class _Cells:
     def __init__(self, probs: np.ndarray, code: np.ndarray, weights: np.ndarray, threshold: float) -> None:
         self.flat, self.steps = _flat_view(probs)
         self.rows, self.cols = probs.shape[1], probs.shape[2]
-        self.code, self.code_flat = code, code.reshape(-1)
+        self.code = code
+        self.code_flat, self.code_steps = _flat_view(code)
         self.weights, self.threshold = weights, threshold
 
     def corners(self, n: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -273,18 +267,20 @@ def _boundary_changes(cells: _Cells, bn: np.ndarray, bi: np.ndarray, bj: np.ndar
         word |= own.astype(np.uint16) << (column + 1)
     # the left neighbour's last column: its class when constant, else its formula with that
     # cell's own arithmetic (its right corners are this cell's left ones)
-    code_at = (bn * cells.code.shape[1] + bi) * nj + bj
-    left_code = cells.code_flat.take(np.maximum(code_at - 1, 0))
+    cn, ci, cj = cells.code_steps
+    code_at = bn * cn + bi * ci + bj * cj
+    left_code = cells.code_flat.take(np.where(bj >= 1, code_at - cj, code_at))
     back = np.where(bj >= 1, sj, 0)
     last = cells.weights[f - 1]
     left_top = (left_a := take(top_left - back)) + (a - left_a) * last
     left_bottom = (left_c := take(top_left - back + down)) + (c - left_c) * last
     left = left_top + (left_bottom - left_top) * w > threshold   # [f rows, K]
-    left_constant = (left_code == 0) | (left_code == 4)
-    word |= np.where(left_constant, left_code == 4, left)
+    left |= left_code == 4                                       # a wholly-above neighbour
+    left &= left_code != 0                                       # a wholly-below one
+    word |= left
     # the right neighbour's first column, used only where that neighbour is constant
     has_right = bj + 1 < nj
-    right_code = cells.code_flat.take(np.where(has_right, code_at + 1, code_at))
+    right_code = cells.code_flat.take(np.where(has_right, code_at + cj, code_at))
     word |= (right_code == 4).astype(np.uint16) << (f + 1)
     # which changes each cell reports (bit c: in-cell column c): the columns up to the last one
     # read, the left edge (bit 0) from the second cell on, the right edge (bit f) only before a
@@ -294,22 +290,28 @@ def _boundary_changes(cells: _Cells, bn: np.ndarray, bi: np.ndarray, bj: np.ndar
     allowed |= (bj >= 1).astype(np.uint16)
     allowed |= ((limit >= f) & has_right & ((right_code == 0) | (right_code == 4))).astype(np.uint16) << f
     change = (word ^ (word >> 1)) & allowed                      # [f rows, K]
-    where = np.flatnonzero(change)
-    r, k = where // bn.size, where % bn.size
-    u = f * bi[k] + r
-    inside = u <= umax
-    k, u, bits = k[inside], u[inside], change.reshape(-1)[where[inside]]
-    base = bn[k] * stride + (f * bj[k] + s) + (u + s) * cols      # [M]
-    # one key per set bit: bit positions from a table of the 2^(f+1) values
-    table = np.arange(1 << (f + 1))
-    ones = np.array([bin(v).count("1") for v in table])
-    positions = np.array([c for v in table for c in range(f + 1) if v >> c & 1], dtype=np.int64)
-    many = ones[bits]
-    hit = np.repeat(np.arange(bits.size), many)
-    first = np.repeat((np.cumsum(ones) - ones)[bits] - (np.cumsum(many) - many), many)
-    key = base[hit] + positions[first + np.arange(hit.size)]
-    zero = u[hit] == 0
-    keys = [key]
-    if zero.any():                                               # rows 0..s-1 repeat un-shifted row 0
-        keys.append((key[zero][:, None] - s * cols + np.arange(s) * cols).reshape(-1))
+    ni = cells.code.shape[1]
+    read = umax + 1 - f * (ni - 1)                                # rows of the last cell row read
+    if read < f:
+        change[read:, bi == ni - 1] = 0
+    # key of in-cell column 0 of each cell row; then one key per set bit, bit c at column c
+    row_key = bn * stride + (f * bj + s) + (f * bi + s) * cols    # [K]: the cell's first row
+    row_key = (row_key + (np.arange(f, dtype=np.int64) * cols)[:, None]).reshape(-1)  # [f rows · K]
+    where = np.flatnonzero(change != 0)  # (numpy finds the True entries of a bool array ~5× faster)
+    keys = _bit_keys(change.reshape(-1)[where], row_key[where], f + 1)
+    # rows 0..s-1 of the mask repeat un-shifted row 0 (cell row 0, in-cell row 0: where < K)
+    top = where[: np.searchsorted(where, bn.size)]
+    top = top[bi[top] == 0]
+    if top.size:
+        first = _bit_keys(change.reshape(-1)[top], row_key[top], f + 1)
+        keys.extend(k - (s - line) * cols for k in first for line in range(s))
     return keys
+
+
+def _bit_keys(bits: np.ndarray, base: np.ndarray, width: int) -> list[np.ndarray]:
+    """``base[m] + c`` for every set bit c < ``width`` of ``bits[m]`` (unordered)."""
+    out = []
+    for c in range(width):
+        sel = np.flatnonzero((bits & np.uint16(1 << c)) != 0)
+        out.append(base[sel] + c if c else base[sel])
+    return out

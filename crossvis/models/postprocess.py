@@ -1,6 +1,7 @@
 """CondInst inference: FCOS decoding, class-aware NMS, dynamic masks at the original frame size."""
 from __future__ import annotations
 
+import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ from crossvis.heads.sampled import gather_locations
 from crossvis.heads.upsample import aligned_bilinear_crop
 from crossvis.heads.upsample_rle import aligned_bilinear_runs
 from crossvis.formats import encode_runs
+from crossvis.formats.rle_encode import ThreadChoice
 from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import FrameDetections
 
@@ -120,11 +122,20 @@ class CondInstPostProcessor(nn.Module):
             prob *= outputs.ctrness[level][i].reshape(-1, 1).sigmoid()
             # flat (location, class) indices: a 1-d gather, and the division only for the kept ones
             flat = prob.reshape(-1)
-            picked = torch.nonzero(flat > self.score_threshold).squeeze(1)
-            scores = flat[picked]
-            if scores.numel() > self.pre_nms_topk:
-                top = _top_k(scores, self.pre_nms_topk)
-                scores, picked = scores[top], picked[top]
+            above = flat > self.score_threshold
+            # where more than k lie above the threshold, the k best of those are the k best of all:
+            # found on ``flat`` itself, without listing the (random-weight: 154k) ones above
+            picked = None
+            if flat.numel() > self.pre_nms_topk and int(above.sum()) > self.pre_nms_topk:
+                picked = _top_k_untied(flat, self.pre_nms_topk)
+            if picked is not None:
+                scores = flat[picked]
+            else:
+                picked = torch.nonzero(above).squeeze(1)
+                scores = flat[picked]
+                if scores.numel() > self.pre_nms_topk:
+                    top = _top_k(scores, self.pre_nms_topk)
+                    scores, picked = scores[top], picked[top]
             loc_idx, labels = picked.div(num_classes, rounding_mode="floor"), picked.remainder(num_classes)
             locations = torch.stack(((loc_idx % w) * stride, (loc_idx // w) * stride), dim=1).float() + stride // 2
             reg = outputs.bbox_reg[level][i].reshape(4, -1)[:, loc_idx].t() * stride
@@ -220,11 +231,21 @@ class CondInstPostProcessor(nn.Module):
                 probs = torch.empty((n, *logits.shape[-2:]), dtype=torch.float32)
             probs[sl] = logits.float().sigmoid_().cpu()
         # the maps transposed: their rows are the frame's columns, the order COCO's RLE runs in
+        allowed = torch.get_num_threads()
+        threads = _RUNS_THREADS.pick(allowed)
+        start = time.perf_counter()
         runs = aligned_bilinear_runs(probs.transpose(1, 2).numpy(), factor, self.mask_threshold, (ow, oh),
-                                     threads=torch.get_num_threads())
+                                     threads=threads)
+        _RUNS_THREADS.record(allowed, threads, time.perf_counter() - start, n * oh * ow)
         if runs is None:
             return None
         return encode_runs(*runs, (oh, ow))
+
+
+#: one thread or all allowed, whichever finds the run lengths faster here (measured on the first
+#: frames: the numpy passes hold the GIL for much of the time, so that two threads measured 1.2×
+#: faster for 86 masks on one 2-core Intel Xeon and 1.2× slower once the passes were fewer)
+_RUNS_THREADS = ThreadChoice(what="run lengths from the low-resolution maps")
 
 
 class DeferredMasks:
@@ -281,18 +302,27 @@ class DeferredMasks:
 def _top_k(scores: Tensor, k: int) -> Tensor:
     """int64 [k]: the positions of the ``k`` largest of float [M] ``scores`` (M > k).
 
-    The set ``scores.topk(k, sorted=False)`` picks (the official selection). On the CPU, where
-    the k-th value is not tied with a value left out (so that the set is unique), it is found by
-    ``numpy.argpartition`` and returned in ascending order: measured 0.23 against 1.0 ms per frame
-    for the 205k candidates of a random-weight R-50 at 360×640 (2 cores, Intel Xeon). Ties and
-    other devices take ``topk``.
+    The set ``scores.topk(k, sorted=False)`` picks (the official selection): by
+    :func:`_top_k_untied` where it applies, else by ``topk``.
+    """
+    top = _top_k_untied(scores, k)
+    return top if top is not None else scores.topk(k, sorted=False).indices
+
+
+def _top_k_untied(scores: Tensor, k: int) -> Optional[Tensor]:
+    """int64 [k] in ascending order: the positions of the ``k`` largest of float32 [M] CPU
+    ``scores`` (M > k), where the k-th value is not tied with a value left out (so that the set is
+    unique); else None.
+
+    Found by ``numpy.argpartition``: measured 0.23 against 1.0 ms per frame (``topk``) for the 205k
+    candidates of a random-weight R-50 at 360×640 (2 cores, Intel Xeon).
     """
     if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.dim() == 1:
         values = scores.numpy()
         top = np.argpartition(values, values.size - k)[values.size - k:]
         if int(np.count_nonzero(values >= values[top].min())) == k:
             return torch.from_numpy(np.sort(top))
-    return scores.topk(k, sorted=False).indices
+    return None
 
 
 def _gather_by_level(outputs: NetworkOutputs, key: str, image: int, levels: Tensor, index: Tensor,

@@ -164,10 +164,27 @@ def test_aligned_crop_is_bit_identical(factor, crop):
     full = aligned_bilinear(x, factor)[..., : crop[0], : crop[1]]
     out = torch.empty((3, 1, *crop))
     aligned_bilinear_crop(x, factor, out)
-    assert torch.equal(out, full)
+    if factor == 2:  # its own formula for ×2 (test_factor_two_crop_matches_interpolate_to_the_last_bit)
+        torch.testing.assert_close(out, full, rtol=2.0 ** -22, atol=0)   # two roundings apart
+    else:
+        assert torch.equal(out, full)
     mask = torch.empty((3, 1, *crop), dtype=torch.bool)
     aligned_bilinear_crop(x, factor, mask, 0.5)
     assert torch.equal(mask, full > 0.5)
+
+
+@pytest.mark.parametrize("crop", [(2, 2), (2, 9), (17, 24), (24, 17), (47, 63), (48, 64)])
+def test_factor_two_crop_reads_the_right_samples(crop):
+    """The ×2 crop written as strided quarters (the mask head's upsample), for odd and full sizes
+    and maps stored transposed: on integer samples every interpolated value is exact in float32
+    (halves and quarters), so it must equal ``F.interpolate`` in float64 exactly."""
+    generator = torch.Generator().manual_seed(crop[0] * 100 + crop[1])
+    x = torch.randint(-1000, 1000, (5, 1, 32, 24), generator=generator).double().transpose(-1, -2)
+    exact = aligned_bilinear(x, 2)[..., : crop[0], : crop[1]]            # [5, 1, *crop] float64
+    for dtype in (torch.float32, torch.float64):
+        out = torch.full((5, 1, *crop), float("nan"), dtype=dtype)
+        aligned_bilinear_crop(x.to(dtype), 2, out)
+        assert torch.equal(out.double(), exact)
 
 
 @pytest.mark.parametrize("size", [(360, 480), (90, 120)])  # kept at its size; resized (×4)
