@@ -20,6 +20,10 @@ cores busy doing nothing while the single-threaded steps of the post-processing 
 thread for RLE encoding then only shared a spinning core (measured on 2 cores, Xeon: 87 masks
 at 360×640, 11.7 ms on two threads against 6.3 ms with the shorter spin). The spin it sets still
 covers the gaps between the network's operations (the network's speed was unchanged).
+
+Because of such effects, the faster of two equivalent settings (one thread or two for a numpy
+step, a larger or a smaller batch of instances) differs between machines; :class:`MeasuredChoice`
+times each on the first calls and keeps the faster.
 """
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+import time
+from typing import Callable, Generic, Hashable, Optional, Sequence, TypeVar
 
 __all__ = ["available_physical_cores", "free_physical_cores", "busy_cpus", "resolve_num_threads",
-           "configure_threads", "set_openmp_defaults", "OPENMP_SPIN_COUNT", "LOAD_SAMPLE_S"]
+           "configure_threads", "set_openmp_defaults", "MeasuredChoice", "OPENMP_SPIN_COUNT", "LOAD_SAMPLE_S"]
 
 #: busy-wait iterations of an idle GNU OpenMP thread before it sleeps (``GOMP_SPINCOUNT``; the
 #: library's default is 300,000): 0.3–1.5 ms depending on the CPU's pause instruction
@@ -182,3 +187,49 @@ def set_openmp_defaults() -> bool:
         logger.debug("GOMP_SPINCOUNT set after torch was imported: OpenMP keeps its own spin count")
         return False
     return True
+
+
+Option = TypeVar("Option", bound=Hashable)
+
+
+class MeasuredChoice(Generic[Option]):
+    """The fastest of a few settings that give the same results, timed on the first calls.
+
+    :meth:`pick` hands out the options in turn (the one with the fewest timings first, the earlier
+    option on a tie) until each has :attr:`TRIALS` timings, then the one with the lowest median
+    from then on (the earlier one on equal medians). Timings are seconds per unit of work
+    (:meth:`record`), so that calls of different sizes compare fairly.
+
+    Args:
+        options: the settings, the preferred one first.
+        what: names the setting in the log line that reports the choice.
+        clock: seconds, for :meth:`timer` (tests pass a fake one).
+    """
+
+    TRIALS = 3
+
+    def __init__(self, options: Sequence[Option], what: str,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if not options:
+            raise ValueError("MeasuredChoice needs at least one option")
+        self.options, self.what, self.clock = tuple(options), what, clock
+        self._timings: dict = {option: [] for option in self.options}
+        self.chosen: Optional[Option] = self.options[0] if len(self.options) == 1 else None
+
+    def pick(self) -> Option:
+        """The option to run next."""
+        if self.chosen is not None:
+            return self.chosen
+        counts = [len(self._timings[option]) for option in self.options]
+        if min(counts) < self.TRIALS:
+            return self.options[counts.index(min(counts))]
+        medians = [sorted(self._timings[o])[len(self._timings[o]) // 2] for o in self.options]
+        self.chosen = self.options[medians.index(min(medians))]
+        logger.debug("%s: %r chosen (%s per unit of work)", self.what, self.chosen,
+                     {o: f"{m * 1e9:.3f} ns" for o, m in zip(self.options, medians)})
+        return self.chosen
+
+    def record(self, option: Option, seconds: float, work: float = 1.0) -> None:
+        """One timing of ``option``: ``seconds`` for ``work`` units (ignored once chosen)."""
+        if self.chosen is None and work > 0 and option in self._timings:
+            self._timings[option].append(seconds / work)

@@ -155,3 +155,31 @@ def test_the_cli_shortens_the_openmp_spin_before_torch_loads_and_keeps_a_users_s
     assert _run(policy, OMP_WAIT_POLICY="active")[-1] == "unset"  # the user chose how OpenMP waits
     late = "import torch, crossvis.threads as t; print(t.set_openmp_defaults())"
     assert _run(late) == ["False"]  # torch already loaded OpenMP: too late, and it says so
+
+
+@pytest.mark.parametrize("per_unit, expected", [({"a": 2.0, "b": 1.0}, "b"), ({"a": 1.0, "b": 3.0}, "a"),
+                                                ({"a": 1.0, "b": 1.0}, "a")])
+def test_measured_choice_times_each_option_then_keeps_the_fastest(per_unit, expected):
+    from crossvis.threads import MeasuredChoice
+
+    choice = MeasuredChoice(("a", "b"), "test setting")
+    handed = []
+    work_sizes = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]   # per-unit timings: the sizes must not matter
+    for work in work_sizes:
+        option = choice.pick()
+        handed.append(option)
+        choice.record(option, per_unit[option] * work, work)
+    trials = 2 * MeasuredChoice.TRIALS
+    assert sorted(handed[:trials]) == ["a"] * (trials // 2) + ["b"] * (trials // 2)
+    assert handed[trials:] == [expected] * (len(work_sizes) - trials)
+    assert choice.chosen == expected
+    choice.record("a" if expected == "b" else "b", 0.0, 1)   # ignored once chosen
+    assert choice.pick() == expected
+
+
+def test_measured_choice_with_one_option_needs_no_timing():
+    from crossvis.threads import MeasuredChoice
+
+    assert MeasuredChoice([7], "only").pick() == 7
+    with pytest.raises(ValueError):
+        MeasuredChoice([], "none")

@@ -32,6 +32,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from crossvis.threads import MeasuredChoice
+
 # ctypes, ctypes.util and threading are imported when first needed: with ctypes.util's
 # subprocess they cost ~5 ms of every `crossvis evaluate`, which never encodes
 
@@ -231,40 +233,34 @@ def strings_from_runs(counts: np.ndarray, offsets: np.ndarray, h: int, w: int) -
 
 
 class ThreadChoice:
-    """One thread or ``threads``, whichever encodes faster here: measured on the first calls.
+    """One thread or ``threads``, whichever runs faster here: a :class:`crossvis.threads.
+    MeasuredChoice` per allowed thread count, timed in seconds per pixel.
 
-    :meth:`pick` alternates between the two until each has :attr:`TRIALS` timings (seconds per
-    pixel, so frames with more masks compare fairly), then returns the one with the lower median
-    from then on. One instance per process is enough (:func:`crossvis.formats.encode_masks` keeps
-    one); ``clock`` is for tests, ``what`` names the work in the log.
+    One instance per process is enough (:func:`crossvis.formats.encode_masks` keeps one);
+    ``clock`` is for tests, ``what`` names the work in the log.
     """
 
-    TRIALS = 3
+    TRIALS = MeasuredChoice.TRIALS
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter, what: str = "RLE encoding") -> None:
         self.clock, self.what = clock, what
-        self._timings: dict[tuple[int, int], list[float]] = {}  # (requested, used) -> s/pixel
-        self._chosen: dict[int, int] = {}
+        self._choices: dict[int, MeasuredChoice[int]] = {}
+
+    def _choice(self, threads: int) -> MeasuredChoice[int]:
+        if threads not in self._choices:
+            choice = MeasuredChoice((1, threads), f"{self.what} (threads, of {threads})", self.clock)
+            choice.TRIALS = self.TRIALS
+            self._choices[threads] = choice
+        return self._choices[threads]
 
     def pick(self, threads: int) -> int:
-        """The thread count to encode on next when up to ``threads`` are allowed."""
-        if threads <= 1:
-            return 1
-        if threads in self._chosen:
-            return self._chosen[threads]
-        counts = {used: len(self._timings.get((threads, used), ())) for used in (1, threads)}
-        if min(counts.values()) < self.TRIALS:
-            return min(counts, key=lambda used: (counts[used], -used))  # fewer timings first, then more threads
-        medians = {used: float(np.median(self._timings[(threads, used)])) for used in (1, threads)}
-        self._chosen[threads] = min(medians, key=lambda used: (medians[used], used))
-        logger.debug("%s on %d thread(s): %s ns/pixel", self.what, self._chosen[threads],
-                     {u: round(m * 1e9, 3) for u, m in medians.items()})
-        return self._chosen[threads]
+        """The thread count to run on next when up to ``threads`` are allowed."""
+        return 1 if threads <= 1 else self._choice(threads).pick()
 
     def record(self, threads: int, used: int, seconds: float, pixels: int) -> None:
-        """One timing of an encode on ``used`` threads (``threads`` allowed) over ``pixels`` pixels."""
-        if threads > 1 and threads not in self._chosen and pixels > 0:
-            self._timings.setdefault((threads, used), []).append(seconds / pixels)
+        """One timing of a run on ``used`` threads (``threads`` allowed) over ``pixels`` pixels."""
+        if threads > 1:
+            self._choice(threads).record(used, seconds, pixels)
 
     def encode(self, masks: np.ndarray, threads: int) -> Optional[list[bytes]]:
         """:func:`encode_counts` on :meth:`pick` threads, timed for the choice."""

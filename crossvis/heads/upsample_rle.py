@@ -13,11 +13,10 @@ weights ``r / f`` that ``align_corners=True`` gives (see :func:`~crossvis.heads.
 aligned_bilinear_unshifted`). The weights are convex, so a cell whose four samples all lie above
 the threshold is above it everywhere and one whose four all lie at or below it is below it
 everywhere (*constant* cells); only the other cells (*boundary* cells) are interpolated, with the
-formula and summation order of :func:`~crossvis.heads.upsample.aligned_bilinear_above`. Along one
-row of the mask, the value changes
+formula and summation order of :func:`~crossvis.heads.upsample.aligned_bilinear_above`. Two
+constant cells side by side share two corners, so they always have the same value: along one row
+of the mask, the value changes only
 
-* between two constant cells of different value (found on the cell grid, the same for all ``f``
-  mask rows of a cell row),
 * inside or at the left edge of a boundary cell, and at its right edge when the next cell is
   constant (found from the interpolated pixels of the boundary cells),
 * at the start of each row, against the end of the previous row (the RLE runs on across rows).
@@ -40,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["aligned_bilinear_runs"]
+__all__ = ["aligned_bilinear_runs", "MIN_MASKS_PER_THREAD"]
 
 
 def aligned_bilinear_runs(probs: np.ndarray, factor: int, threshold: float, size: tuple[int, int],

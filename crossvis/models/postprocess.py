@@ -13,7 +13,7 @@ from crossvis.models.nms import batched_nms
 from crossvis.heads.dynamic_mask_head import DynamicMaskHead
 from crossvis.heads.sampled import gather_locations
 from crossvis.heads.upsample import aligned_bilinear_crop
-from crossvis.heads.upsample_rle import aligned_bilinear_runs
+from crossvis.heads.upsample_rle import MIN_MASKS_PER_THREAD, aligned_bilinear_runs
 from crossvis.formats import encode_runs
 from crossvis.formats.rle_encode import ThreadChoice
 from crossvis.models.outputs import NetworkOutputs
@@ -231,7 +231,8 @@ class CondInstPostProcessor(nn.Module):
                 probs = torch.empty((n, *logits.shape[-2:]), dtype=torch.float32)
             probs[sl] = logits.float().sigmoid_().cpu()
         # the maps transposed: their rows are the frame's columns, the order COCO's RLE runs in
-        allowed = torch.get_num_threads()
+        # several threads only where the masks would be split (and timed for the choice only there)
+        allowed = torch.get_num_threads() if n >= 2 * MIN_MASKS_PER_THREAD else 1
         threads = _RUNS_THREADS.pick(allowed)
         start = time.perf_counter()
         runs = aligned_bilinear_runs(probs.transpose(1, 2).numpy(), factor, self.mask_threshold, (ow, oh),

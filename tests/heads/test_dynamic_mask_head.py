@@ -2,6 +2,7 @@
 import torch
 import torch.nn.functional as F
 
+from crossvis.threads import MeasuredChoice
 from crossvis.heads import DynamicMaskHead, aligned_bilinear
 
 SOI = [64.0, 128.0, 256.0, 512.0, 1024.0]
@@ -79,6 +80,32 @@ def test_chunks_of_instances_equal_explicit_loop():
     im_inds = torch.randint(0, 2, (7,), generator=g)
     out = head(mask_feats, 8, params, locations, levels, im_inds)
     torch.testing.assert_close(out, _explicit(mask_feats, 8, params, locations, levels, im_inds))
+
+
+def test_chunk_size_is_measured_on_large_calls_only_and_changes_no_value():
+    """Without a fixed CHUNK_ELEMENTS the head times its CHUNK_CHOICES on calls they split
+    differently (each TRIALS times), keeps one, and every choice gives the loop's values."""
+    g = torch.Generator().manual_seed(3)
+    head = DynamicMaskHead(SOI)
+    head.CHUNK_CHOICES = (3 * 10 * 6 * 10, 7 * 10 * 6 * 10)            # 3 or 7 instances per matmul
+    head._chunk_choice = MeasuredChoice(head.CHUNK_CHOICES, "test")
+    mask_feats = torch.randn(1, 8, 6, 10, generator=g, dtype=torch.float64)
+    params = torch.randn(7, 169, generator=g, dtype=torch.float64)
+    locations = torch.rand(7, 2, generator=g, dtype=torch.float64) * 80
+    levels = torch.randint(0, 5, (7,), generator=g)
+    zeros = torch.zeros(7, dtype=torch.int64)
+    expected = _explicit(mask_feats, 8, params, locations, levels, zeros)
+    for _ in range(3):  # 2 instances fit either chunk: not timed
+        head(mask_feats, 8, params[:2], locations[:2], levels[:2], zeros[:2])
+    assert head._chunk_choice.chosen is None and not any(head._chunk_choice._timings.values())
+    with torch.inference_mode():
+        for _ in range(2 * MeasuredChoice.TRIALS):
+            assert head._chunk_choice.chosen is None
+            torch.testing.assert_close(head(mask_feats, 8, params, locations, levels, zeros), expected)
+    assert [len(t) for t in head._chunk_choice._timings.values()] == [MeasuredChoice.TRIALS] * 2
+    with torch.inference_mode():
+        torch.testing.assert_close(head(mask_feats, 8, params, locations, levels, zeros), expected)
+    assert head._chunk_choice.chosen in head.CHUNK_CHOICES
 
 
 def test_training_path_equals_explicit_loop_in_values_and_gradients():
