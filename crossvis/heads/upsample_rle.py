@@ -198,13 +198,18 @@ class _Cells:
         self.code_flat, self.code_steps = _flat_view(code)
         self.weights, self.threshold = weights, threshold
 
+    def offsets(self, n: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, ...]:
+        """int64 [K] each: the flat index of the top-left corner of the K cells ``(n, i, j)`` and
+        the steps to the row below and the column to the right (0 at the far edges: the
+        replicate padding)."""
+        sn, si, sj = self.steps
+        top_left = n * sn + i * si + j * sj
+        return top_left, np.where(i + 1 < self.rows, si, 0), np.where(j + 1 < self.cols, sj, 0)
+
     def corners(self, n: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, ...]:
         """float32 [K] each: the samples at the four corners of the K cells ``(n, i, j)``
         (top-left, top-right, bottom-left, bottom-right), replicate-padded at the far edges."""
-        sn, si, sj = self.steps
-        top_left = n * sn + i * si + j * sj
-        down = np.where(i + 1 < self.rows, si, 0)
-        right = np.where(j + 1 < self.cols, sj, 0)
+        top_left, down, right = self.offsets(n, i, j)
         take = self.flat.take
         return take(top_left), take(top_left + right), take(top_left + down), take(top_left + down + right)
 
@@ -250,13 +255,10 @@ def _boundary_changes(cells: _Cells, bn: np.ndarray, bi: np.ndarray, bj: np.ndar
     nj = cells.code.shape[2]
     w = cells.weights[:, None]                                   # [f, 1]
     threshold = cells.threshold
-    sn, si, sj = cells.steps
+    sj = cells.steps[2]
     take = cells.flat.take
-    top_left = bn * sn + bi * si + bj * sj
-    down = np.where(bi + 1 < cells.rows, si, 0)                  # replicate padding at the far edges
-    a, c = take(top_left), take(top_left + down)
-    right = np.where(bj + 1 < cells.cols, sj, 0)
-    b, d = take(top_left + right), take(top_left + down + right)
+    top_left, down, _ = cells.offsets(bn, bi, bj)
+    a, b, c, d = cells.corners(bn, bi, bj)
     top = a + (b - a) * w                                        # [f cols, K]
     bottom = c + (d - c) * w
     rise = bottom - top
