@@ -196,23 +196,24 @@ class MeasuredChoice(Generic[Option]):
     """The fastest of a few settings that give the same results, timed on the first calls.
 
     :meth:`pick` hands out the options in turn (the one with the fewest timings first, the earlier
-    option on a tie) until each has :attr:`TRIALS` timings, then the one with the lowest median
-    from then on (the earlier one on equal medians). Timings are seconds per unit of work
+    option on a tie) until each has ``trials`` timings (default :attr:`TRIALS`), then the one with
+    the lowest median from then on (the earlier one on equal medians). Timings are seconds per unit of work
     (:meth:`record`), so that calls of different sizes compare fairly.
 
     Args:
         options: the settings, the preferred one first.
         what: names the setting in the log line that reports the choice.
-        clock: seconds, for :meth:`timer` (tests pass a fake one).
+        clock: seconds, read by callers that time the option they were given (tests pass a fake one).
+        trials: timings per option before choosing.
     """
 
     TRIALS = 3
 
     def __init__(self, options: Sequence[Option], what: str,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, trials: int = TRIALS) -> None:
         if not options:
             raise ValueError("MeasuredChoice needs at least one option")
-        self.options, self.what, self.clock = tuple(options), what, clock
+        self.options, self.what, self.clock, self.trials = tuple(options), what, clock, int(trials)
         self._timings: dict = {option: [] for option in self.options}
         self.chosen: Optional[Option] = self.options[0] if len(self.options) == 1 else None
 
@@ -221,7 +222,7 @@ class MeasuredChoice(Generic[Option]):
         if self.chosen is not None:
             return self.chosen
         counts = [len(self._timings[option]) for option in self.options]
-        if min(counts) < self.TRIALS:
+        if min(counts) < self.trials:
             return self.options[counts.index(min(counts))]
         medians = [sorted(self._timings[o])[len(self._timings[o]) // 2] for o in self.options]
         self.chosen = self.options[medians.index(min(medians))]

@@ -248,9 +248,8 @@ class ThreadChoice:
 
     def _choice(self, threads: int) -> MeasuredChoice[int]:
         if threads not in self._choices:
-            choice = MeasuredChoice((1, threads), f"{self.what} (threads, of {threads})", self.clock)
-            choice.TRIALS = self.TRIALS
-            self._choices[threads] = choice
+            self._choices[threads] = MeasuredChoice((1, threads), f"{self.what} (threads, of {threads})",
+                                                    self.clock, self.TRIALS)
         return self._choices[threads]
 
     def pick(self, threads: int) -> int:

@@ -209,7 +209,10 @@ class _Cells:
     def corners(self, n: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, ...]:
         """float32 [K] each: the samples at the four corners of the K cells ``(n, i, j)``
         (top-left, top-right, bottom-left, bottom-right), replicate-padded at the far edges."""
-        top_left, down, right = self.offsets(n, i, j)
+        return self.corners_at(*self.offsets(n, i, j))
+
+    def corners_at(self, top_left: np.ndarray, down: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`corners` from :meth:`offsets`' result."""
         take = self.flat.take
         return take(top_left), take(top_left + right), take(top_left + down), take(top_left + down + right)
 
@@ -257,8 +260,8 @@ def _boundary_changes(cells: _Cells, bn: np.ndarray, bi: np.ndarray, bj: np.ndar
     threshold = cells.threshold
     sj = cells.steps[2]
     take = cells.flat.take
-    top_left, down, _ = cells.offsets(bn, bi, bj)
-    a, b, c, d = cells.corners(bn, bi, bj)
+    top_left, down, right = cells.offsets(bn, bi, bj)
+    a, b, c, d = cells.corners_at(top_left, down, right)
     top = a + (b - a) * w                                        # [f cols, K]
     bottom = c + (d - c) * w
     rise = bottom - top

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -184,12 +184,8 @@ class CondInstPostProcessor(nn.Module):
             work = max(self.mask_head.layer_dims) * mask_feats.shape[-2] * mask_feats.shape[-1]
         else:
             work = max(oh * ow, h * w)
-        chunk = max(1, self.mask_chunk_pixels // max(work, 1))
-        for start in range(0, n, chunk):
-            sl = slice(start, start + chunk)
-            count = params[sl].shape[0]
-            logits = self.mask_head(mask_feats, self.mask_feat_stride, params[sl], locations[sl], levels[sl],
-                                    torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
+        for sl, logits in self._mask_logit_chunks(mask_feats, params, locations, levels, work):
+            count = logits.shape[0]
             probs = logits.sigmoid_()[:, None].transpose(-1, -2)    # [count, 1, w/4, h/4]
             if (oh, ow) == (h, w):
                 aligned_bilinear_crop(probs, factor, out[sl, None], self.mask_threshold)
@@ -199,6 +195,17 @@ class CondInstPostProcessor(nn.Module):
             resized = F.interpolate(cropped, size=(ow, oh), mode="bilinear", align_corners=False)
             torch.gt(resized[:, 0], self.mask_threshold, out=out[sl])
         return out.transpose(1, 2)
+
+    def _mask_logit_chunks(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
+                           work: int) -> Iterator[tuple[slice, Tensor]]:
+        """The mask head's logits, float [count, h/4, w/4], for ``max(1, mask_chunk_pixels // work)``
+        instances at a time (``work``: the float buffer size per instance), with their slice."""
+        chunk = max(1, self.mask_chunk_pixels // max(work, 1))
+        for start in range(0, params.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            count = params[sl].shape[0]
+            yield sl, self.mask_head(mask_feats, self.mask_feat_stride, params[sl], locations[sl], levels[sl],
+                                     torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
 
     def _mask_runs(self, mask_feats: Tensor, params: Tensor, locations: Tensor, levels: Tensor,
                    image_size: tuple[int, int], orig_size: tuple[int, int]) -> Optional[list[dict]]:
@@ -217,24 +224,20 @@ class CondInstPostProcessor(nn.Module):
         if (oh, ow) != (h, w) or n == 0:
             return None
         factor = self.mask_head.out_stride
-        chunk = max(1, self.mask_chunk_pixels // max(max(self.mask_head.layer_dims) * mask_feats[0, 0].numel(), 1))
+        work = max(self.mask_head.layer_dims) * mask_feats[0, 0].numel()
         probs: Optional[Tensor] = None
-        for start in range(0, n, chunk):
-            sl = slice(start, start + chunk)
-            count = params[sl].shape[0]
-            logits = self.mask_head(mask_feats, self.mask_feat_stride, params[sl], locations[sl], levels[sl],
-                                    torch.zeros(count, dtype=torch.int64, device=mask_feats.device))
-            if count == n:  # one chunk: no copy
+        for sl, logits in self._mask_logit_chunks(mask_feats, params, locations, levels, work):
+            if logits.shape[0] == n:  # one chunk: no copy
                 probs = logits.float().sigmoid_().cpu()
                 break
             if probs is None:  # float32 [N, h/4, w/4] on the CPU
                 probs = torch.empty((n, *logits.shape[-2:]), dtype=torch.float32)
             probs[sl] = logits.float().sigmoid_().cpu()
-        # the maps transposed: their rows are the frame's columns, the order COCO's RLE runs in
         # several threads only where the masks would be split (and timed for the choice only there)
         allowed = torch.get_num_threads() if n >= 2 * MIN_MASKS_PER_THREAD else 1
         threads = _RUNS_THREADS.pick(allowed)
         start = time.perf_counter()
+        # the maps transposed: their rows are the frame's columns, the order COCO's RLE runs in
         runs = aligned_bilinear_runs(probs.transpose(1, 2).numpy(), factor, self.mask_threshold, (ow, oh),
                                      threads=threads)
         _RUNS_THREADS.record(allowed, threads, time.perf_counter() - start, n * oh * ow)
