@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detections", type=int, default=100)
     parser.add_argument("--backend", default=None, help="network backend (default: fp32-fused, else fp32)")
     parser.add_argument("--paste", action="store_true", help="paste the masks at frame size and encode those")
+    parser.add_argument("--frame-size", default="360x640", metavar="HxW",
+                        help="frames of this size, resized to the model's test size (default 360x640: not resized)")
     args = parser.parse_args(argv)
     from crossvis.inference.backends import backend_unavailable
 
@@ -138,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
     allocator = bench.keep_freed_memory()
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {allocator}; load average {os.getloadavg()[0]:.2f}")
-    frames = bench.synthetic_frames(args.frames + 1)
+    try:
+        height, width = (int(v) for v in args.frame_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--frame-size {args.frame_size!r}: give HxW, e.g. 720x1280")
+    frames = bench.synthetic_frames(args.frames + 1, height, width)
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         stages = profile(args.arch, frames, args.detections, backend, args.paste)

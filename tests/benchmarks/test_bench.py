@@ -181,9 +181,36 @@ def test_winograd_benchmark_reports_each_map_with_float32_level_nnpack_error(cap
     rows = [line.split() for line in out.splitlines() if "@" in line.split()[0]]
     assert [r[0] for r in rows] == [f"{c}@{h}x{w}" for c, h, w in bench_winograd.MAPS]
     for row in rows:
-        gflop, nnpack_ms, fp32_err, nnpack_err = float(row[1]), float(row[4]), float(row[5]), float(row[7])
+        gflop, nnpack_ms, fp32_err, nnpack_err = float(row[1]), float(row[4]), float(row[6]), float(row[8])
         assert gflop > 0 and nnpack_ms > 0
         assert fp32_err < 1e-5 and nnpack_err < 1e-4   # both float32-level, against float64
+        bf16_err, f23_err = float(row[7]), float(row[9])
+        if bf16_err == bf16_err:   # the CPU has native bf16: the F(2,3) column is measured too
+            assert float(row[5]) > 0 and bf16_err < 2e-2 and f23_err < 3e-2   # bfloat16-level
+
+
+@pytest.mark.parametrize("size", [(7, 9), (8, 8), (1, 5)])
+def test_the_f23_winograd_experiment_is_a_3x3_convolution(size):
+    """The benchmark's bf16 Winograd F(2,3), run in float32, against a float64 convolution (odd
+    sizes: the last tile row and column are partly outside the map)."""
+    import bench_winograd
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 6, *size, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(5, 6, 3, 3, generator=generator)
+    kernels = bench_winograd._f23_kernels(weight).float()
+    got = bench_winograd._f23_bf16(x, kernels)
+    expected = torch.nn.functional.conv2d(x.double(), weight.double(), padding=1)
+    assert got.shape == expected.shape
+    # the kernels were rounded to bf16 on the way: compare with the convolution by those kernels' error
+    assert torch.allclose(got.double(), expected, rtol=0, atol=0.05 * float(expected.abs().max()))
+    exact = bench_winograd._f23_bf16(x.double(), _f23_kernels_float64(weight))
+    assert torch.allclose(exact, expected, rtol=1e-12, atol=1e-12)
+
+
+def _f23_kernels_float64(weight: torch.Tensor) -> torch.Tensor:
+    g = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
+    return torch.einsum("ai,ocij,bj->abco", g, weight.double(), g).reshape(16, weight.shape[1], weight.shape[0])
 
 
 def test_the_accuracy_guard_keeps_the_callers_thread_count(tmp_path, monkeypatch):
