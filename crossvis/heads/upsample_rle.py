@@ -35,11 +35,11 @@ than numpy's.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["aligned_bilinear_runs", "MIN_MASKS_PER_THREAD"]
+__all__ = ["aligned_bilinear_runs", "runs_in_threads", "MIN_MASKS_PER_THREAD"]
 
 
 def aligned_bilinear_runs(probs: np.ndarray, factor: int, threshold: float, size: tuple[int, int],
@@ -66,17 +66,23 @@ def aligned_bilinear_runs(probs: np.ndarray, factor: int, threshold: float, size
         int64 [N + 1] where mask ``n``'s runs are ``counts[offsets[n]:offsets[n + 1]]``; or None
         when ``size`` is not inside the upsampled map (callers then paste and encode).
     """
-    probs = np.asarray(probs)
+    return runs_in_threads(lambda part: _runs(part, factor, threshold, size), np.asarray(probs), threads)
+
+
+def runs_in_threads(runs: Callable[[np.ndarray], Optional[tuple[np.ndarray, np.ndarray]]], probs: np.ndarray,
+                    threads: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``runs(probs)`` with the masks split over up to ``threads`` threads (at least
+    :data:`MIN_MASKS_PER_THREAD` masks each), the parts' ``(counts, offsets)`` joined; None if any part is."""
     groups = max(1, min(int(threads), probs.shape[0] // MIN_MASKS_PER_THREAD))
     if groups == 1:
-        return _runs(probs, factor, threshold, size)
+        return runs(probs)
     import threading
 
     bounds = [round(g * probs.shape[0] / groups) for g in range(groups + 1)]
     parts: list = [None] * groups
 
     def run(g: int) -> None:
-        parts[g] = _runs(probs[bounds[g]:bounds[g + 1]], factor, threshold, size)
+        parts[g] = runs(probs[bounds[g]:bounds[g + 1]])
 
     helpers = [threading.Thread(target=run, args=(g,), daemon=True) for g in range(1, groups)]
     for helper in helpers:

@@ -35,6 +35,16 @@ def blobs(rng: np.random.Generator, n: int, a: int, b: int) -> np.ndarray:
     return np.asarray(maps, dtype=np.float32)
 
 
+def probability_maps(kind: str, rng: np.random.Generator, n: int, a: int, b: int) -> np.ndarray:
+    """float32 [N, a, b] maps of one ``kind``: "noise", "blobs", or "two-valued" (whole cells on one
+    side of the threshold, and changes between constant cells)."""
+    if kind == "noise":
+        return rng.random((n, a, b), dtype=np.float32)
+    if kind == "blobs":
+        return blobs(rng, n, a, b)
+    return np.where(rng.random((n, a, b)) < 0.5, 0.1, 0.9).astype(np.float32)
+
+
 def check(probs: np.ndarray, factor: int, threshold: float, size: tuple[int, int], threads: int = 1) -> None:
     result = aligned_bilinear_runs(probs, factor, threshold, size, threads=threads)
     assert result is not None
@@ -53,13 +63,7 @@ def check(probs: np.ndarray, factor: int, threshold: float, size: tuple[int, int
        crop=st.tuples(st.floats(0, 1), st.floats(0, 1)))
 def test_runs_equal_those_of_the_upsampled_mask(a, b, factor, seed, kind, threshold, crop):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 5))
-    if kind == "noise":
-        probs = rng.random((n, a, b), dtype=np.float32)
-    elif kind == "blobs":
-        probs = blobs(rng, n, a, b)
-    else:  # whole cells on one side of the threshold, and changes between constant cells
-        probs = np.where(rng.random((n, a, b)) < 0.5, 0.1, 0.9).astype(np.float32)
+    probs = probability_maps(kind, rng, int(rng.integers(1, 5)), a, b)
     s = factor // 2
     size = (s + 1 + round(crop[0] * (factor * a - s - 1)), s + 1 + round(crop[1] * (factor * b - s - 1)))
     check(probs, factor, threshold, size)

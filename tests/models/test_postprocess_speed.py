@@ -258,13 +258,29 @@ def test_masks_encoded_from_the_low_resolution_maps_equal_the_pasted_masks_encod
     assert encoded == encode_masks(pasted)
 
 
-def test_resized_frames_are_pasted_and_the_accumulator_leaves_masks_pending():
+@pytest.mark.parametrize("frame", [(90, 120), (720, 960), (361, 479)])
+def test_resized_frames_encoded_from_the_low_resolution_maps_equal_the_pasted_masks_encoded(frame):
+    """Frames the model resizes (×4 up, ×0.5 down, and by an odd ratio): the runs read through both
+    interpolations give the strings of the masks pasted at frame size."""
+    from crossvis.formats import encode_masks
+
+    model = _model()
+    image = torch.randint(0, 256, (3, *frame), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
+    with torch.inference_mode():
+        (det,) = model.predict([image])
+        pending = det.pending_masks
+        assert pending.image_size != pending.orig_size
+        encoded = pending.encode()
+        pasted = pending.render()
+    assert encoded is not None and len(encoded) == len(det) >= 90
+    assert 0 < pasted.float().mean() < 1
+    assert encoded == encode_masks(pasted)
+
+
+def test_the_accumulator_leaves_masks_pending():
     from crossvis.trackers import VideoAccumulator
 
     model = _model()
-    small = torch.randint(0, 256, (3, 90, 120), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
-    (det,) = model.predict([small])
-    assert det.pending_masks.encode() is None               # resized ×4: made at frame size instead
     image = torch.randint(0, 256, (3, 360, 480), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
     (det,) = model.predict([image])
     (same,) = model.predict([image])
