@@ -306,11 +306,15 @@ def _uncertain(probs: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarr
     # [3, O], so that each tap's weights are gathered from one contiguous row
     row_weights = np.ascontiguousarray(window_weights(row1, row2).T)
     col_weights = np.ascontiguousarray(window_weights(col1, col2).T)
+    # the segments, tallest band first: the segments with a k-th row are then a prefix, and so
+    # are their pixels
+    count = band.stop[u_g % band.start.size] - band.start[u_g % band.start.size]
+    order = np.argsort(-count, kind="stable")
+    u_g, u_c0, u_c1, left, right, count = u_g[order], u_c0[order], u_c1[order], left[order], right[order], count[order]
     mask, which = np.divmod(u_g, band.start.size)
-    # the segments' pixels: [P] segment and frame column
+    # the segments' pixels: [P] frame column
     pixels = u_c1 - u_c0
     starts = np.cumsum(pixels) - pixels                                # each segment's first pixel
-    pixel_seg = np.repeat(np.arange(u_g.size), pixels)
     c = np.arange(int(pixels.sum()), dtype=np.int64) - np.repeat(starts - u_c0, pixels)
     # the column stages on each of the band's window rows, float32 [3, P]: the 3×3 samples from
     # the window's first row and column (replicate-padded by two, so that no read needs clamping:
@@ -322,37 +326,33 @@ def _uncertain(probs: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarr
     along = block[0::3] * col_weights[0][c]                            # [3, P]
     along += block[1::3] * col_weights[1][c]
     along += block[2::3] * col_weights[2][c]
-    ends = starts + pixels - 1
-    count = band.stop[which] - band.start[which]
-    for k in range(int(count.max())):
-        live = np.flatnonzero(count > k)                               # the segments with a k-th row
-        row = band.start[which[live]] + k
-        spread = pixels[live]
-        if live.size == u_g.size:
-            sub: "slice | np.ndarray" = slice(None)
-        else:  # the pixels of those segments
-            sub = np.repeat(starts[live], spread) + _ranges(spread)
-        first_at = np.cumsum(spread) - spread                          # each live segment's first pixel here
+    live_segments = np.searchsorted(-count, -np.arange(int(count[0])), side="left")    # how many have > k rows
+    for k in range(int(count[0])):
+        m = int(live_segments[k])                                      # segments 0..m-1 have a k-th row
+        row = band.start[which[:m]] + k
+        spread = pixels[:m]
+        sub = slice(0, int(starts[m - 1] + pixels[m - 1]))             # their pixels
+        first_at = starts[:m]
         value = np.repeat(row_weights[0][row], spread) * along[0, sub]
         value += np.repeat(row_weights[1][row], spread) * along[1, sub]
         value += np.repeat(row_weights[2][row], spread) * along[2, sub]
-        above = value > t                                              # bool [active pixels]
+        above = value > t                                              # bool [pixels of segments 0..m-1]
         cs = c[sub]
-        seg_mask, seg_row = mask[live], row
+        seg_mask, seg_row, seg_left, seg_right = mask[:m], row, left[:m], right[:m]
         # changes against the pixel before (the known left neighbour at a segment's first pixel)
         previous = np.empty_like(above)
         previous[1:] = above[:-1]
-        previous[first_at] = left[live] == 1
+        previous[first_at] = seg_left == 1
         check = np.ones(above.size, dtype=bool)
-        check[first_at[left[live] < 0]] = False                        # a row's first pixel: see (c)
+        check[first_at[seg_left < 0]] = False                          # a row's first pixel: see (c)
         where = np.flatnonzero(check & (above != previous))
         owner = np.searchsorted(first_at, where, side="right") - 1     # its live segment
         keys.add(seg_mask[owner], seg_row[owner] * cols + cs[where])
         # against the known right neighbour after a segment's last pixel
         last_at = first_at + spread - 1
-        after = (right[live] >= 0) & (above[last_at] != (right[live] == 1))
-        keys.add(seg_mask[after], seg_row[after] * cols + u_c1[live[after]])
+        after = (seg_right >= 0) & (above[last_at] != (seg_right == 1))
+        keys.add(seg_mask[after], seg_row[after] * cols + u_c1[:m][after])
         # the row-edge pixels that are uncertain
-        at_start, at_end = u_c0[live] == 0, u_c1[live] == cols
+        at_start, at_end = u_c0[:m] == 0, u_c1[:m] == cols
         edge_first[(seg_mask * rows + seg_row)[at_start]] = above[first_at[at_start]]
         edge_last[(seg_mask * rows + seg_row)[at_end]] = above[last_at[at_end]]
