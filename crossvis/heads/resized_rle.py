@@ -322,10 +322,20 @@ def _uncertain(probs: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarr
     padded = np.pad(probs, ((0, 0), (0, 2), (0, 2)), mode="edge").reshape(-1)
     pitch = b + 2
     corner = np.repeat(mask * ((a + 2) * pitch) + band.first[which] * pitch, pixels) + col_first[c]
-    block = padded[(np.arange(3)[:, None] * pitch + np.arange(3)).reshape(9, 1) + corner]   # [9, P]
-    along = block[0::3] * col_weights[0][c]                            # [3, P]
-    along += block[1::3] * col_weights[1][c]
-    along += block[2::3] * col_weights[2][c]
+    # consecutive pixels of a segment with the same column window read the same samples: gather
+    # them once per run of equal corners and repeat them
+    new_run = np.empty(corner.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(corner[1:], corner[:-1], out=new_run[1:])
+    run_start = np.flatnonzero(new_run)
+    run_length = np.diff(np.append(run_start, corner.size))
+    samples = padded[(np.arange(3)[:, None] * pitch + np.arange(3)).reshape(9, 1) + corner[run_start]]   # [9, runs]
+    weights = [col_weights[dc][c] for dc in range(3)]
+    along = np.empty((3, c.size), dtype=np.float32)                    # [3, P]
+    for dr in range(3):
+        np.multiply(np.repeat(samples[3 * dr], run_length), weights[0], out=along[dr])
+        for dc in (1, 2):
+            along[dr] += np.repeat(samples[3 * dr + dc], run_length) * weights[dc]
     live_segments = np.searchsorted(-count, -np.arange(int(count[0])), side="left")    # how many have > k rows
     for k in range(int(count[0])):
         m = int(live_segments[k])                                      # segments 0..m-1 have a k-th row
