@@ -64,7 +64,7 @@ def aligned_taps(length: int, factor: int, samples: int) -> AxisTaps:
     f = int(factor)
     u = np.maximum(np.arange(length, dtype=np.int64) - f // 2, 0)
     i0 = np.minimum(u // f, samples - 1)
-    return AxisTaps(i0, np.minimum(i0 + 1, samples - 1), (u % f).astype(np.float32) / np.float32(f))
+    return _taps(i0, (u % f).astype(np.float32) / np.float32(f), samples)
 
 
 def resize_taps(out_length: int, in_length: int) -> AxisTaps:
@@ -78,7 +78,14 @@ def resize_taps(out_length: int, in_length: int) -> AxisTaps:
     position = np.maximum(position, np.float32(0.0))
     i0 = np.minimum(position.astype(np.int64), in_length - 1)
     weight = np.clip(position - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
-    return AxisTaps(i0, np.minimum(i0 + 1, in_length - 1), weight.astype(np.float32))
+    return _taps(i0, weight.astype(np.float32), in_length)
+
+
+def _taps(i0: np.ndarray, weight: np.ndarray, samples: int) -> AxisTaps:
+    """The taps with ``i1 = i0 + 1`` (the last sample repeated at the end), and ``i1 = i0`` where
+    the weight is 0: that output is the sample itself, and its window one sample narrower."""
+    i1 = np.where(weight > 0, np.minimum(i0 + 1, samples - 1), i0)
+    return AxisTaps(i0, i1, weight)
 
 
 def axis_windows(stage1: AxisTaps, stage2: AxisTaps) -> tuple[np.ndarray, np.ndarray]:
