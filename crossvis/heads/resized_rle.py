@@ -169,7 +169,13 @@ def _runs(probs: np.ndarray, f: int, threshold: float, image_size: tuple[int, in
     row2, col2 = resize_taps(rows, h), resize_taps(cols, w)
     band = _bands(*axis_windows(row1, row2))
     col_first, col_last = axis_windows(col1, col2)
-    probs = np.ascontiguousarray(probs)
+    # the maps replicate-padded by two samples at the far edges, so that the interpolation's reads
+    # need no clamping (a sample past a window's last has weight 0); one copy, in any memory order
+    padded = np.empty((n, a + 2, b + 2), dtype=np.float32)
+    padded[:, :a, :b] = probs
+    padded[:, a:, :b] = padded[:, a - 1:a, :b]
+    padded[:, :, b:] = padded[:, :, b - 1:b]
+    probs = padded[:, :a, :b]
     t = np.float32(threshold)
 
     # per (mask, row band) "line": which low-resolution columns have their whole row window above
@@ -227,7 +233,7 @@ def _runs(probs: np.ndarray, f: int, threshold: float, image_size: tuple[int, in
     if u_g.size:
         left = _neighbour_value(u_g, u_c0, g, c1, value)              # the segment ending where it starts
         right = _neighbour_value(u_g, u_c1, g, c0, value)             # the segment starting where it ends
-        _uncertain(probs, t, u_g, u_c0, u_c1, left, right, band, (row1, row2, col1, col2), keys,
+        _uncertain(padded, t, u_g, u_c0, u_c1, left, right, band, (row1, row2, col1, col2), keys,
                    edge_first, edge_last, rows, cols)
     # (c) each row's first pixel against the previous row's last (the runs go on across rows)
     row_line = np.repeat(np.arange(lines).reshape(n, -1), band.stop - band.start, axis=1).reshape(-1)  # [n · rows]
@@ -298,17 +304,18 @@ def _ranges(count: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(ends - count, count)
 
 
-def _uncertain(probs: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarray, u_c1: np.ndarray,
+def _uncertain(padded: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarray, u_c1: np.ndarray,
                left: np.ndarray, right: np.ndarray, band: _Bands, taps: tuple, keys: _Keys,
                edge_first: np.ndarray, edge_last: np.ndarray, rows: int, cols: int) -> None:
-    """Interpolate the uncertain segments row by row and add their changes to ``keys``.
+    """Interpolate the uncertain segments row by row and add their changes to ``keys``
+    (``padded``: float32 [N, a + 2, b + 2], the maps replicate-padded at the far edges).
 
     The rows of a band read the same (1–3) low-resolution rows, so the column stages run once per
     segment pixel and those rows (``along``); each row of the band then weighs them with its own
     row weights.
     """
     row1, row2, col1, col2 = taps
-    n, a, b = probs.shape
+    n, a, b = padded.shape[0], padded.shape[1] - 2, padded.shape[2] - 2
     col_first, _ = axis_windows(col1, col2)
     # [3, O], so that each tap's weights are gathered from one contiguous row
     row_weights = np.ascontiguousarray(window_weights(row1, row2).T)
@@ -324,9 +331,9 @@ def _uncertain(probs: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarr
     starts = np.cumsum(pixels) - pixels                                # each segment's first pixel
     c = np.arange(int(pixels.sum()), dtype=np.int64) - np.repeat(starts - u_c0, pixels)
     # the column stages on each of the band's window rows, float32 [3, P]: the 3×3 samples from
-    # the window's first row and column (replicate-padded by two, so that no read needs clamping:
-    # a sample past the window's last has weight 0) by the column weights
-    padded = np.pad(probs, ((0, 0), (0, 2), (0, 2)), mode="edge").reshape(-1)
+    # the window's first row and column (from the padded maps: no read needs clamping) by the
+    # column weights
+    flat = padded.reshape(-1)
     pitch = b + 2
     corner = np.repeat(mask * ((a + 2) * pitch) + band.first[which] * pitch, pixels) + col_first[c]
     # consecutive pixels of a segment with the same column window read the same samples: gather
@@ -336,7 +343,7 @@ def _uncertain(probs: np.ndarray, t: np.float32, u_g: np.ndarray, u_c0: np.ndarr
     np.not_equal(corner[1:], corner[:-1], out=new_run[1:])
     run_start = np.flatnonzero(new_run)
     run_length = np.diff(np.append(run_start, corner.size))
-    samples = padded[(np.arange(3)[:, None] * pitch + np.arange(3)).reshape(9, 1) + corner[run_start]]   # [9, runs]
+    samples = flat[(np.arange(3)[:, None] * pitch + np.arange(3)).reshape(9, 1) + corner[run_start]]   # [9, runs]
     weights = [col_weights[dc][c] for dc in range(3)]
     along = np.empty((3, c.size), dtype=np.float32)                    # [3, P]
     for dr in range(3):
