@@ -164,7 +164,7 @@ def _runs(probs: np.ndarray, factor: int, threshold: float,
     where = np.flatnonzero(starts != previous)
     keys.append(where // rows * stride + where % rows * cols)
 
-    ordered = np.sort(np.concatenate(keys))
+    ordered = np.sort(np.concatenate(keys), kind="stable")   # timsort merges the nearly sorted parts
     # mask n's runs: the gaps between its keys, from its start key to its end key
     bounds = np.searchsorted(ordered, np.arange(n + 1, dtype=np.int64) * stride)
     gaps = np.diff(ordered)
