@@ -4,21 +4,24 @@ When the frame was resized for the network (a 720×1280 YouTube-VIS frame runs a
 CondInst mask is made in two interpolations (AdelaiDet ``CondInst.postprocess``):
 ``aligned_bilinear(probs, 4)`` cropped to the network's image, then ``F.interpolate(...,
 size=frame, mode="bilinear", align_corners=False)``, thresholded. Made like that, 83 masks of a
-720p frame write 77M float pixels twice and take ~150 ms on 2 cores, a quarter of the network
-(``benchmarks/README.md``, "Frames the model resizes").
+720p frame write 77M float pixels twice and take ~130 ms on 2 cores, a fifth of the network;
+read here, 17–19 ms (``benchmarks/README.md``, "Frames the model resizes").
 
 Both interpolations are separable and convex. Along each axis a frame pixel mixes two
 neighbouring crop pixels, each of which mixes two neighbouring low-resolution samples, so a frame
-pixel depends on a *window* of 1–3 consecutive samples per axis (:func:`axis_windows`), and its
-value lies between the smallest and the largest sample of its 2-d window. Frame rows whose
+pixel depends on a *window* of 1–3 consecutive samples per axis (:func:`axis_windows`; a tap of
+weight 0 is left out), and its value lies between the smallest and the largest sample of its 2-d
+window. Frame rows whose
 windows are the same form a *band*. For one band of rows and one mask:
 
 * the low-resolution columns where all samples of the band's row window lie above the threshold
   (by a margin) form intervals; a frame column whose column window lies inside one is True in
   every row of the band, and likewise False inside an interval of samples all below it;
 * the frame columns in between (*uncertain* segments, where the mask boundary crosses the band)
-  are interpolated: the row stages first, at the few samples the segment reads, then the column
-  stages, in float32 with the source positions and weights ``F.interpolate`` computes.
+  are interpolated in float32 with the source positions and weights ``F.interpolate`` computes:
+  the column stages once per segment pixel on each of the band's window rows, then each row of
+  the band weighs those with its own row weights (:func:`window_weights`: both stages of one
+  axis as one weight per window sample).
 
 The runs then change only inside or at the edges of uncertain segments, where two known segments
 of different value meet, and at the start of each row against the end of the row before. A pixel
