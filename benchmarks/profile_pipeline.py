@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         height, width = (int(v) for v in args.frame_size.lower().split("x"))
     except ValueError:
+        height = width = 0
+    if height < 1 or width < 1:
         parser.error(f"--frame-size {args.frame_size!r}: give HxW, e.g. 720x1280")
     frames = bench.synthetic_frames(args.frames + 1, height, width)
     for threads in [int(t) for t in args.threads.split(",")]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from crossvis.heads.upsample_rle import runs_in_threads
 
-__all__ = ["resized_runs", "AxisTaps", "aligned_taps", "resize_taps", "axis_windows"]
+__all__ = ["resized_runs", "AxisTaps", "aligned_taps", "resize_taps", "axis_windows", "window_weights"]
 
 #: samples within this of the threshold count as neither wholly above nor below it: bilinear
 #: weights are convex, and float rounding moves a value by ~1e-7

@@ -214,9 +214,10 @@ class CondInstPostProcessor(nn.Module):
 
         The run lengths are read from the mask head's low-resolution probabilities: where the
         frame is not resized (``image_size == orig_size``) by :func:`~crossvis.heads.upsample_rle.
-        aligned_bilinear_runs`, else, through both interpolations, within each mask's box by
-        :func:`~crossvis.heads.resized_rle.resized_runs`. A pixel can differ from :meth:`_masks`'
-        only at a tie with the threshold. None where neither applies (callers paste and encode).
+        aligned_bilinear_runs`, else through both interpolations, interpolating only the pixels
+        whose samples straddle the threshold, by :func:`~crossvis.heads.resized_rle.resized_runs`.
+        A pixel can differ from :meth:`_masks`' only at a tie with the threshold. None where
+        neither applies (callers paste and encode).
 
         Returns:
             N dicts ``{"size": [H, W], "counts": str}`` (COCO RLE of the frame-size masks).
