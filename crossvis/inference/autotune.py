@@ -48,7 +48,7 @@ from crossvis.structures import FrameDetections
 __all__ = ["AutotuneSettings", "CandidateReport", "TuneResult", "DEFAULT_CANDIDATES", "autotune_settings",
            "autotune", "mask_agreement", "cpu_model", "model_fingerprint", "cache_key", "cache_file",
            "TunedInference", "backend_detections", "summarize", "FP32_LAYOUTS", "default_runner",
-           "stateful_modules"]
+           "stateful_modules", "read_cache_entries", "write_cache_entry"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,25 +179,37 @@ def _key_string(key: Mapping[str, str]) -> str:
     return "|".join(f"{k}={key[k]}" for k in sorted(key))
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+def read_cache_entries(path: Path, version: int) -> dict[str, Any]:
+    """The ``entries`` of a JSON cache file ``{"version": version, "entries": {...}}``; empty when
+    the file is missing, unreadable or of another version (a cache is only ever re-measured)."""
     import json
 
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION or not isinstance(data.get("entries"), dict):
+    if not isinstance(data, dict) or data.get("version") != version or not isinstance(data.get("entries"), dict):
         return {}
     return data["entries"]
 
 
-def _write_cache(path: Path, key: Mapping[str, str], entry: Mapping[str, Any]) -> None:
-    entries = _read_cache(path)
-    entries[_key_string(key)] = {**entry, "key": dict(key)}
+def write_cache_entry(path: Path, version: int, key: str, entry: Any, what: str) -> None:
+    """Set ``entries[key] = entry`` in the cache file (written atomically); a failure to write is
+    logged (``what``: what will be measured again) and otherwise ignored."""
+    entries = read_cache_entries(path, version)
+    entries[key] = entry
     try:
-        atomic_write_json(path, {"version": _CACHE_VERSION, "entries": entries}, indent=1)
+        atomic_write_json(path, {"version": version, "entries": entries}, indent=1)
     except OSError as exc:
-        logger.warning("could not write the backend choice cache %s (%s); it will be measured again", path, exc)
+        logger.warning("could not write the %s cache %s (%s); it will be measured again", what, path, exc)
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    return read_cache_entries(path, _CACHE_VERSION)
+
+
+def _write_cache(path: Path, key: Mapping[str, str], entry: Mapping[str, Any]) -> None:
+    write_cache_entry(path, _CACHE_VERSION, _key_string(key), {**entry, "key": dict(key)}, "backend choice")
 
 
 # -- accuracy guard -------------------------------------------------------------------------------

@@ -416,8 +416,42 @@ def _winograd(model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend
 
     example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)
     example = example.to(model.device, torch.float32).contiguous()
-    network = winograd_for_inference(_folded_network(model), lambda n: n(example, dense=False))
-    return NetworkBackend("fp32-winograd", lambda b: network(b, dense=False))
+    path, key = _winograd_cache()
+    decisions = _read_winograd_decisions(path, key)
+    known = dict(decisions)
+    network = winograd_for_inference(_folded_network(model), lambda n: n(example, dense=False), decisions=decisions)
+    if decisions != known:
+        _write_winograd_decisions(path, key, decisions)
+    return NetworkBackend("fp32-winograd", lambda b: network(b, dense=False))  # (later sizes: timed, not kept)
+
+
+#: the version of the Winograd decision cache's layout
+_WINOGRAD_CACHE_VERSION = 1
+
+
+def _winograd_cache() -> tuple[Path, str]:
+    """Where NNPACK-or-direct decisions are kept (``winograd.json`` beside the backend choice
+    cache, ``crossvis.inference.autotune.cache_file``), and the key they hold for here: they
+    depend on the CPU, the torch version and the thread count (timing one R-50 takes ~1.8 s)."""
+    from crossvis.inference.autotune import cache_file, cpu_model
+
+    key = f"cpu={cpu_model()}|torch={torch.__version__}|threads={torch.get_num_threads()}"
+    return cache_file().with_name("winograd.json"), key
+
+
+def _read_winograd_decisions(path: Path, key: str) -> dict[str, bool]:
+    from crossvis.inference.autotune import read_cache_entries
+
+    found = read_cache_entries(path, _WINOGRAD_CACHE_VERSION).get(key)
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, bool)}
+
+
+def _write_winograd_decisions(path: Path, key: str, decisions: dict[str, bool]) -> None:
+    from crossvis.inference.autotune import write_cache_entry
+
+    write_cache_entry(path, _WINOGRAD_CACHE_VERSION, key, dict(sorted(decisions.items())), "Winograd timing")
 
 
 def _compiled(name: str, model: nn.Module) -> NetworkBackend:

@@ -15,6 +15,10 @@ against 5.0 / 2.6 ms, where the kernel transform it redoes on every call dominat
 an example run gives it (and at any other size the first time it comes), and
 :class:`WinogradConv2d` takes NNPACK only for the sizes where it won.
 
+The decisions depend on the shapes, the CPU, the torch version and the thread count only; the
+``fp32-winograd`` backend keeps them in ``winograd.json`` beside the backend choice cache
+(``crossvis.inference.backends``), so that a later process reads them instead of timing.
+
 Eligible: ``nn.Conv2d`` with a 3×3 kernel, stride 1, dilation 1, one group, zero padding smaller
 than the kernel, on float32 CPU maps. NNPACK's thread pool is created at its first use with
 torch's thread count at that moment (later ``torch.set_num_threads`` calls do not resize it), so
@@ -75,7 +79,9 @@ class WinogradConv2d(nn.Module):
             not in ``sizes`` run direct.
         margin: the least relative gain that takes a size to NNPACK.
         shared: decisions to share between layers, keyed by :meth:`timing_key`: the timing depends
-            on the shapes only, so layers of the same shape at the same input size are timed once.
+            on the shapes only, so layers of the same shape at the same input size are timed once
+            (and a cache of them spares a later process the timing, see
+            ``crossvis.inference.backends``).
 
     Input float32 [B, C_in, H, W] (any memory format; NNPACK reads it contiguous) → float32
     [B, C_out, H + 2·pad_h − 2, W + 2·pad_w − 2], contiguous.
@@ -83,7 +89,7 @@ class WinogradConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, sizes: Any = (),
                  timer: Optional[Callable[["WinogradConv2d", torch.Size], tuple[float, float]]] = None,
-                 margin: float = MARGIN, shared: Optional[dict] = None) -> None:
+                 margin: float = MARGIN, shared: Optional[dict[str, bool]] = None) -> None:
         super().__init__()
         if not winograd_eligible(conv):
             raise ValueError(f"not a 3×3 stride-1 dilation-1 single-group zero-padded convolution: {conv}")
@@ -98,9 +104,12 @@ class WinogradConv2d(nn.Module):
         """The input ``(height, width)`` pairs this layer runs by NNPACK."""
         return {size for size, nnpack in self.choices.items() if nnpack}
 
-    def timing_key(self, shape: torch.Size) -> tuple:
-        """What the timing of this layer on an input of ``shape`` depends on: the shapes, not the weights."""
-        return (tuple(self.conv.weight.shape), tuple(self.padding), self.conv.bias is not None, tuple(shape))
+    def timing_key(self, shape: torch.Size) -> str:
+        """What the timing of this layer on an input of ``shape`` depends on: the shapes, not the
+        weights (a string, so that decisions can be kept in a JSON file)."""
+        dims = "x".join
+        return (f"weight {dims(map(str, self.conv.weight.shape))} padding {dims(map(str, self.padding))} "
+                f"bias {int(self.conv.bias is not None)} input {dims(map(str, shape))}")
 
     def decide(self, shape: torch.Size) -> bool:
         """Time both ways on a batch of ``shape`` (unless a layer of the same shape already did) and
@@ -150,8 +159,8 @@ def time_both_ways(layer: WinogradConv2d, shape: torch.Size, repeats: int = 3) -
 
 
 def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], margin: float = MARGIN,
-                           timer: Optional[Callable[[WinogradConv2d, torch.Size], tuple[float, float]]] = None
-                           ) -> nn.Module:
+                           timer: Optional[Callable[[WinogradConv2d, torch.Size], tuple[float, float]]] = None,
+                           decisions: Optional[dict[str, bool]] = None) -> nn.Module:
     """Replace, in place, every eligible convolution of ``network`` by a :class:`WinogradConv2d`
     that uses NNPACK at the input sizes where ``timer`` found it ``margin`` faster.
 
@@ -166,6 +175,9 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
         margin: the least relative gain that takes a size to NNPACK.
         timer: ``timer(layer, input_shape)`` → (direct seconds, NNPACK seconds); default
             :func:`time_both_ways`.
+        decisions: earlier decisions by :meth:`WinogradConv2d.timing_key` (True: NNPACK), e.g.
+            read from a cache of the same CPU, torch version and thread count; the shapes found
+            there are not timed again, and the new decisions are added to it.
 
     Returns:
         ``network``.
@@ -177,7 +189,9 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
     seen_by_id = conv_input_sizes(network, run, winograd_eligible)
     shapes = {name: seen_by_id.get(id(module), []) for name, module in network.named_modules()
               if name and winograd_eligible(module)}
-    won, decisions = 0, {}
+    won = 0
+    decisions = decisions if decisions is not None else {}
+    known = len(decisions)
     for name, seen in shapes.items():
         layer = WinogradConv2d(network.get_submodule(name), timer=timer, margin=margin, shared=decisions)
         for shape in sorted(seen):
@@ -185,6 +199,6 @@ def winograd_for_inference(network: nn.Module, run: Callable[[nn.Module], Any], 
         won += bool(layer.sizes)
         parent, _, child = name.rpartition(".")
         setattr(network.get_submodule(parent) if parent else network, child, layer)
-    logger.debug("winograd: NNPACK faster for %d of %d eligible convolutions (%d layer shapes and sizes timed)",
-                 won, len(shapes), len(decisions))
+    logger.debug("winograd: NNPACK faster for %d of %d eligible convolutions (%d layer shapes and sizes timed, "
+                 "%d known before)", won, len(shapes), len(decisions) - known, known)
     return network

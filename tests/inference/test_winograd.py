@@ -177,14 +177,22 @@ def test_the_default_timer_times_both_ways_on_the_shape():
 
 
 @needs_nnpack
-def test_fp32_winograd_backend_runs_nnpack_and_matches_float32(monkeypatch):
-    from crossvis.inference.backends import build_backend
+def _tiny_model_and_batch(monkeypatch, cache_dir: Path):
+    """The tests' tiny CrossVIS and a 64×96 batch, with the backend caches in ``cache_dir`` (no
+    decisions kept by an earlier test)."""
     from crossvis.models import build_model
     from crossvis.recipes import load_recipe
 
+    monkeypatch.setenv("CROSSVIS_CACHE_DIR", str(cache_dir))
     torch.manual_seed(0)
     model = build_model(load_recipe(Path(__file__).parents[1] / "helpers" / "tiny_crossvis.yaml")).eval()
-    batch = torch.randn(1, 3, 64, 96)
+    return model, torch.randn(1, 3, 64, 96)
+
+
+def test_fp32_winograd_backend_runs_nnpack_and_matches_float32(monkeypatch, tmp_path):
+    from crossvis.inference.backends import build_backend
+
+    model, batch = _tiny_model_and_batch(monkeypatch, tmp_path)
     chosen = []
 
     def always(layer, shape):
@@ -227,3 +235,41 @@ def test_layers_of_one_shape_share_one_timing_per_size():
     layers = [m for m in towers.modules() if isinstance(m, WinogradConv2d)]
     assert len(layers) == 6 and all(layer.sizes == {(16, 20)} for layer in layers)
     assert all(layer.choices == {(16, 20): True, (8, 10): False} for layer in layers)
+
+
+@needs_nnpack
+def test_the_decisions_are_kept_for_the_next_build_on_this_cpu_and_thread_count(monkeypatch, tmp_path):
+    """A second build (a later process) reads the NNPACK-or-direct decisions from
+    ``winograd.json`` instead of timing again; another thread count, or a broken file, is timed."""
+    import json
+
+    from crossvis.inference.backends import build_backend
+
+    model, batch = _tiny_model_and_batch(monkeypatch, tmp_path)
+    timed = []
+
+    def timer(layer, shape):
+        timed.append(tuple(shape))
+        return (1.0, 0.1) if shape[-1] >= 24 else (1.0, 2.0)   # NNPACK on the larger maps only
+    monkeypatch.setattr(winograd, "time_both_ways", timer)
+    first = build_backend("fp32-winograd", model, [batch])
+    assert timed
+    cache = json.loads((tmp_path / "winograd.json").read_text())
+    (entry,) = cache["entries"].values()
+    assert len(entry) == len(timed) and any(entry.values()) and not all(entry.values())
+    timed.clear()
+    second = build_backend("fp32-winograd", model, [batch])
+    assert timed == []                                       # read, not timed
+    assert torch.equal(first(batch).cls_logits[0], second(batch).cls_logits[0])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        build_backend("fp32-winograd", model, [batch])
+        assert timed                                         # another thread count: timed again
+    finally:
+        torch.set_num_threads(threads)
+    assert len(json.loads((tmp_path / "winograd.json").read_text())["entries"]) == 2
+    (tmp_path / "winograd.json").write_text("{not json")
+    timed.clear()
+    build_backend("fp32-winograd", model, [batch])
+    assert timed and len(json.loads((tmp_path / "winograd.json").read_text())["entries"]) == 1
