@@ -35,7 +35,7 @@ import time
 from typing import Callable, Generic, Hashable, Optional, Sequence, TypeVar
 
 __all__ = ["available_physical_cores", "free_physical_cores", "busy_cpus", "resolve_num_threads",
-           "configure_threads", "set_openmp_defaults", "MeasuredChoice", "OPENMP_SPIN_COUNT", "LOAD_SAMPLE_S"]
+           "configure_threads", "set_openmp_defaults", "MeasuredChoice", "ThreadChoice", "OPENMP_SPIN_COUNT", "LOAD_SAMPLE_S"]
 
 #: busy-wait iterations of an idle GNU OpenMP thread before it sleeps (``GOMP_SPINCOUNT``; the
 #: library's default is 300,000): 0.3–1.5 ms depending on the CPU's pause instruction
@@ -234,3 +234,32 @@ class MeasuredChoice(Generic[Option]):
         """One timing of ``option``: ``seconds`` for ``work`` units (ignored once chosen)."""
         if self.chosen is None and work > 0 and option in self._timings:
             self._timings[option].append(seconds / work)
+
+
+class ThreadChoice:
+    """One thread or ``threads``, whichever runs a step faster here: a :class:`MeasuredChoice` per
+    allowed thread count, timed in seconds per unit of work (e.g. per pixel).
+
+    Keep one instance per step and process; ``clock`` is for tests, ``what`` names the step in the log.
+    """
+
+    TRIALS = MeasuredChoice.TRIALS
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, what: str = "work") -> None:
+        self.clock, self.what = clock, what
+        self._choices: dict[int, MeasuredChoice[int]] = {}
+
+    def _choice(self, threads: int) -> MeasuredChoice[int]:
+        if threads not in self._choices:
+            self._choices[threads] = MeasuredChoice((1, threads), f"{self.what} (threads, of {threads})",
+                                                    self.clock, self.TRIALS)
+        return self._choices[threads]
+
+    def pick(self, threads: int) -> int:
+        """The thread count to run on next when up to ``threads`` are allowed."""
+        return 1 if threads <= 1 else self._choice(threads).pick()
+
+    def record(self, threads: int, used: int, seconds: float, work: float) -> None:
+        """One timing of a run on ``used`` threads (``threads`` allowed) over ``work`` units."""
+        if threads > 1:
+            self._choice(threads).record(used, seconds, work)

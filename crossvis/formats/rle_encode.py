@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from crossvis.threads import MeasuredChoice
+from crossvis.threads import ThreadChoice as _MeasuredThreads
 
 # ctypes, ctypes.util and threading are imported when first needed: with ctypes.util's
 # subprocess they cost ~5 ms of every `crossvis evaluate`, which never encodes
@@ -232,34 +232,14 @@ def strings_from_runs(counts: np.ndarray, offsets: np.ndarray, h: int, w: int) -
     return native.strings(np.ascontiguousarray(counts, dtype=np.uint32), np.asarray(offsets, dtype=np.int64), h, w)
 
 
-class ThreadChoice:
-    """One thread or ``threads``, whichever runs faster here: a :class:`crossvis.threads.
-    MeasuredChoice` per allowed thread count, timed in seconds per pixel.
+class ThreadChoice(_MeasuredThreads):
+    """:class:`crossvis.threads.ThreadChoice` for RLE encoding, with :meth:`encode`.
 
-    One instance per process is enough (:func:`crossvis.formats.encode_masks` keeps one);
-    ``clock`` is for tests, ``what`` names the work in the log.
+    One instance per process is enough (:func:`crossvis.formats.encode_masks` keeps one).
     """
 
-    TRIALS = MeasuredChoice.TRIALS
-
     def __init__(self, clock: Callable[[], float] = time.perf_counter, what: str = "RLE encoding") -> None:
-        self.clock, self.what = clock, what
-        self._choices: dict[int, MeasuredChoice[int]] = {}
-
-    def _choice(self, threads: int) -> MeasuredChoice[int]:
-        if threads not in self._choices:
-            self._choices[threads] = MeasuredChoice((1, threads), f"{self.what} (threads, of {threads})",
-                                                    self.clock, self.TRIALS)
-        return self._choices[threads]
-
-    def pick(self, threads: int) -> int:
-        """The thread count to run on next when up to ``threads`` are allowed."""
-        return 1 if threads <= 1 else self._choice(threads).pick()
-
-    def record(self, threads: int, used: int, seconds: float, pixels: int) -> None:
-        """One timing of a run on ``used`` threads (``threads`` allowed) over ``pixels`` pixels."""
-        if threads > 1:
-            self._choice(threads).record(used, seconds, pixels)
+        super().__init__(clock, what)
 
     def encode(self, masks: np.ndarray, threads: int) -> Optional[list[bytes]]:
         """:func:`encode_counts` on :meth:`pick` threads, timed for the choice."""

@@ -270,7 +270,7 @@ class _Keys:
     """Change positions collected as ``mask · (H·W + 1) + flat position`` keys; :meth:`runs` reads the gaps."""
 
     def __init__(self, n: int, rows: int, cols: int) -> None:
-        self.n, self.rows, self.cols = n, rows, cols
+        self.n, self.cols = n, cols
         self.area = rows * cols
         self.stride = self.area + 1
         masks = np.arange(n, dtype=np.int64) * self.stride

@@ -16,9 +16,9 @@ from crossvis.heads.upsample import aligned_bilinear_crop
 from crossvis.heads.resized_rle import resized_runs
 from crossvis.heads.upsample_rle import MIN_MASKS_PER_THREAD, aligned_bilinear_runs
 from crossvis.formats import encode_runs
-from crossvis.formats.rle_encode import ThreadChoice
 from crossvis.models.outputs import NetworkOutputs
 from crossvis.structures import FrameDetections
+from crossvis.threads import ThreadChoice
 
 __all__ = ["CondInstPostProcessor", "Candidates", "DeferredMasks", "LocationGather", "dense_locations"]
 
