@@ -323,20 +323,42 @@ def _top_k(scores: Tensor, k: int) -> Tensor:
     return top if top is not None else scores.topk(k, sorted=False).indices
 
 
+#: stride of the sample of the scores that bounds the k-th largest from below in
+#: :func:`_top_k_untied` (a prime: it visits every class of the (location, class)-flattened scores)
+SAMPLE_STRIDE = 17
+
+
 def _top_k_untied(scores: Tensor, k: int) -> Optional[Tensor]:
     """int64 [k] in ascending order: the positions of the ``k`` largest of float32 [M] CPU
     ``scores`` (M > k), where the k-th value is not tied with a value left out (so that the set is
-    unique); else None.
+    unique), or where a score is NaN (which ``topk`` ranks above all); else None.
 
-    Found by ``numpy.argpartition``: measured 0.23 against 1.0 ms per frame (``topk``) for the 205k
-    candidates of a random-weight R-50 at 360×640 (2 cores, Intel Xeon).
+    Found by ``numpy.argpartition`` among the scores at or above a bound: the value that every
+    :data:`SAMPLE_STRIDE`-th score exceeds ~2k/stride times, so that ~2k scores are partitioned
+    instead of all (the k largest of those are the k largest of all whenever at least k reach the
+    bound; else all are partitioned). For the 154k (location, class) scores of a random-weight
+    R-50's stride-8 level at 360×640: 0.17 against 1.4 ms (``argpartition`` of all; ``topk``: 0.7)
+    on 2 cores of an AMD EPYC Zen 4.
     """
-    if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.dim() == 1:
-        values = scores.numpy()
-        top = np.argpartition(values, values.size - k)[values.size - k:]
-        if int(np.count_nonzero(values >= values[top].min())) == k:
-            return torch.from_numpy(np.sort(top))
-    return None
+    if scores.device.type != "cpu" or scores.dtype != torch.float32 or scores.dim() != 1:
+        return None
+    values = scores.numpy()
+    if np.isnan(values).any():
+        return None
+    positions: Optional[np.ndarray] = None
+    sample = values[::SAMPLE_STRIDE]
+    rank = 2 * k // SAMPLE_STRIDE + 1          # from the top of the sample
+    if rank < sample.size:
+        bound = np.partition(sample, sample.size - rank)[sample.size - rank]
+        positions = np.flatnonzero(values >= bound)
+        if positions.size < k:                 # an unlucky sample: partition all
+            positions = None
+    subset = values if positions is None else values[positions]
+    top = np.argpartition(subset, subset.size - k)[subset.size - k:]
+    if int(np.count_nonzero(subset >= subset[top].min())) != k:
+        return None
+    top = top if positions is None else positions[top]
+    return torch.from_numpy(np.sort(top))
 
 
 def _gather_by_level(outputs: NetworkOutputs, key: str, image: int, levels: Tensor, index: Tensor,

@@ -2,9 +2,11 @@
 gives the results of a straightforward implementation computed here from the dense network maps."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
 from torch import nn
 from torchvision.ops import batched_nms
 
@@ -293,3 +295,51 @@ def test_the_accumulator_leaves_masks_pending():
     reference.add(same, ids)
     assert accumulator.results(1) == reference.results(1)
     assert len(accumulator.results(1)) == int((ids >= 0).sum())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 60_000), st.integers(1, 2000), st.sampled_from(["uniform", "steps", "one class", "sorted"]),
+       st.integers(0, 2 ** 31 - 1))
+def test_the_k_largest_are_the_set_topk_picks_wherever_the_k_th_is_untied(n, k, pattern, seed):
+    """``_top_k_untied`` (a sampled bound, then a partition of the scores above it) against ``topk``:
+    scores rounded to a few steps (ties at the k-th), one class of every 40 holding the high scores
+    (what a strided sample could miss) and sorted scores (the bound's worst case)."""
+    from crossvis.models.postprocess import _top_k_untied
+    k = min(k, n)
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(n, generator=g)
+    if pattern == "steps":
+        scores = (scores * 20).round() / 20
+    elif pattern == "one class":
+        scores = torch.where(torch.arange(n) % 40 == 7, scores + 1.0, scores * 0.1)
+    elif pattern == "sorted":
+        scores = scores.sort().values
+    if n <= k:
+        return
+    picked = _top_k_untied(scores, k)
+    threshold = scores.topk(k).values[-1]
+    untied = int((scores >= threshold).sum()) == k
+    if not untied:
+        assert picked is None
+        return
+    assert picked is not None and picked.dtype == torch.int64
+    assert torch.equal(picked, scores.topk(k).indices.sort().values)
+
+
+def test_nan_scores_are_left_to_topk():
+    from crossvis.models.postprocess import _top_k_untied
+    scores = torch.rand(5000, generator=torch.Generator().manual_seed(0))
+    scores[4321] = float("nan")
+    assert _top_k_untied(scores, 100) is None
+    assert _top_k_untied(scores.nan_to_num(0.0), 100) is not None
+
+
+def test_only_the_scores_above_the_sampled_bound_are_partitioned(monkeypatch):
+    from crossvis.models.postprocess import _top_k_untied
+    sizes = []
+    partition = np.argpartition
+    monkeypatch.setattr(np, "argpartition", lambda a, kth: sizes.append(a.size) or partition(a, kth))
+    scores = torch.rand(48 * 80 * 40, generator=torch.Generator().manual_seed(1))  # a stride-8 level's
+    picked = _top_k_untied(scores, 1000)
+    assert torch.equal(picked, scores.topk(1000).indices.sort().values)
+    assert sizes and 1000 <= sizes[0] <= 4000
