@@ -411,18 +411,28 @@ def _fused(name: str, model: nn.Module, calibration: Sequence[Tensor]) -> Networ
 def _winograd(model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend:
     """The folded float32 network with NNPACK's Winograd 3×3 convolutions where they measure faster,
     timed at the map sizes of the first calibration batch (a 1×3×384×640 batch without one) and
-    at any other size the first time it comes."""
+    at any other size the first time it comes. Decisions not in ``winograd.json`` yet, those of the
+    build and those of sizes first met later (a video of another shape), are written there."""
     from crossvis.inference.winograd import winograd_for_inference
 
     example = calibration[0] if calibration else torch.zeros(1, 3, 384, 640)
     example = example.to(model.device, torch.float32).contiguous()
     path, key = _winograd_cache()
-    decisions = _read_winograd_decisions(path, key)
-    known = dict(decisions)
+    decisions = _read_winograd_decisions(path, key)   # the layers add the ones they time
+    kept = [len(decisions)]
     network = winograd_for_inference(_folded_network(model), lambda n: n(example, dense=False), decisions=decisions)
-    if decisions != known:
-        _write_winograd_decisions(path, key, decisions)
-    return NetworkBackend("fp32-winograd", lambda b: network(b, dense=False))  # (later sizes: timed, not kept)
+
+    def keep_new_decisions() -> None:
+        if len(decisions) != kept[0]:   # decisions are only added
+            _write_winograd_decisions(path, key, decisions)
+            kept[0] = len(decisions)
+
+    def run(batch: Tensor) -> Any:
+        outputs = network(batch, dense=False)
+        keep_new_decisions()
+        return outputs
+    keep_new_decisions()
+    return NetworkBackend("fp32-winograd", run)
 
 
 #: the version of the Winograd decision cache's layout

@@ -273,3 +273,32 @@ def test_the_decisions_are_kept_for_the_next_build_on_this_cpu_and_thread_count(
     timed.clear()
     build_backend("fp32-winograd", model, [batch])
     assert timed and len(json.loads((tmp_path / "winograd.json").read_text())["entries"]) == 1
+
+
+@needs_nnpack
+def test_a_size_first_met_at_run_time_is_kept_for_the_next_process(monkeypatch, tmp_path):
+    """A frame of another shape is timed when it comes, and its decisions join ``winograd.json``:
+    a later build that meets the same shape runs it without timing."""
+    import json
+
+    from crossvis.inference.backends import build_backend
+
+    model, batch = _tiny_model_and_batch(monkeypatch, tmp_path)
+    other = torch.randn(1, 3, 96, 64)                        # a portrait video
+    timed = []
+
+    def timer(layer, shape):
+        timed.append(tuple(shape))
+        return 1.0, 0.1
+    monkeypatch.setattr(winograd, "time_both_ways", timer)
+    first = build_backend("fp32-winograd", model, [batch])
+    at_build = len(json.loads((tmp_path / "winograd.json").read_text())["entries"].popitem()[1])
+    timed.clear()
+    expected = first(other).cls_logits[0]
+    assert timed                                             # the new sizes were timed at run time
+    (entry,) = json.loads((tmp_path / "winograd.json").read_text())["entries"].values()
+    assert len(entry) == at_build + len(timed)               # ... and written back
+    timed.clear()
+    second = build_backend("fp32-winograd", model, [batch])
+    assert torch.equal(second(other).cls_logits[0], expected)
+    assert timed == []                                       # read, not timed again
