@@ -140,9 +140,9 @@ def _runs(probs: np.ndarray, factor: int, threshold: float,
     code += high[:, :-1, 1:]
     code += high[:, 1:, 1:]
     boundary = (code - np.uint8(1)) < 3                        # 1, 2, 3 (0 - 1 wraps to 255)
-    bn, bi, bj = _nonzero3(boundary)                           # (in memory order: any order will do)
-    if swap:
-        code, bi, bj = code.transpose(0, 2, 1), bj, bi
+    if swap:  # the cells listed in (mask, row, column) order, so that the keys come in long sorted runs
+        code, boundary = code.transpose(0, 2, 1), np.ascontiguousarray(boundary.transpose(0, 2, 1))
+    bn, bi, bj = _nonzero3(boundary)
     cells = _Cells(probs, code, weights=np.arange(f, dtype=np.float32) / np.float32(f), threshold=threshold)
 
     keys = [np.arange(n, dtype=np.int64) * stride, np.arange(n, dtype=np.int64) * stride + area]
