@@ -189,16 +189,22 @@ def _tiny_model_and_batch(monkeypatch, cache_dir: Path):
     return model, torch.randn(1, 3, 64, 96)
 
 
+def _nnpack_always(monkeypatch) -> list:
+    """Make every timing choose NNPACK; returns the list the timed input shapes are appended to."""
+    timed = []
+
+    def timer(layer, shape):
+        timed.append(tuple(shape))
+        return 1.0, 0.1
+    monkeypatch.setattr(winograd, "time_both_ways", timer)
+    return timed
+
+
 def test_fp32_winograd_backend_runs_nnpack_and_matches_float32(monkeypatch, tmp_path):
     from crossvis.inference.backends import build_backend
 
     model, batch = _tiny_model_and_batch(monkeypatch, tmp_path)
-    chosen = []
-
-    def always(layer, shape):
-        chosen.append(tuple(shape))
-        return 1.0, 0.1
-    monkeypatch.setattr(winograd, "time_both_ways", always)
+    chosen = _nnpack_always(monkeypatch)
     backend = build_backend("fp32-winograd", model, [batch])
     reference_backend = build_backend("fp32", model, [batch])
     got, reference = backend(batch), reference_backend(batch)
@@ -285,12 +291,7 @@ def test_a_size_first_met_at_run_time_is_kept_for_the_next_process(monkeypatch, 
 
     model, batch = _tiny_model_and_batch(monkeypatch, tmp_path)
     other = torch.randn(1, 3, 96, 64)                        # a portrait video
-    timed = []
-
-    def timer(layer, shape):
-        timed.append(tuple(shape))
-        return 1.0, 0.1
-    monkeypatch.setattr(winograd, "time_both_ways", timer)
+    timed = _nnpack_always(monkeypatch)
     first = build_backend("fp32-winograd", model, [batch])
     at_build = len(json.loads((tmp_path / "winograd.json").read_text())["entries"].popitem()[1])
     timed.clear()
