@@ -419,13 +419,14 @@ def _winograd(model: nn.Module, calibration: Sequence[Tensor]) -> NetworkBackend
     example = example.to(model.device, torch.float32).contiguous()
     path, key = _winograd_cache()
     decisions = _read_winograd_decisions(path, key)   # the layers add the ones they time
-    kept = [len(decisions)]
+    kept = len(decisions)
     network = winograd_for_inference(_folded_network(model), lambda n: n(example, dense=False), decisions=decisions)
 
     def keep_new_decisions() -> None:
-        if len(decisions) != kept[0]:   # decisions are only added
+        nonlocal kept
+        if len(decisions) != kept:   # decisions are only added
             _write_winograd_decisions(path, key, decisions)
-            kept[0] = len(decisions)
+            kept = len(decisions)
 
     def run(batch: Tensor) -> Any:
         outputs = network(batch, dense=False)
